@@ -1,0 +1,585 @@
+//! YAML → serde structs ([`raw`]) → a validated [`Config`] the engine and proxy use.
+//!
+//! Every string with meaning (addresses, CIDRs, rates, durations, regexes) is turned into its
+//! type here, once; the request path never parses config. Errors are collected, not stopped at
+//! the first, and each names file, line, column and field ([`ConfigError`]). `sekisho check` and
+//! the reload path both go through [`load`]. This module opens files but no sockets.
+//!
+//! YAML is read with `serde-saphyr`: pure Rust (no `unsafe-libyaml`, which RUSTSEC-2024-0449
+//! marks unmaintained), maintained, and its errors and [`serde_saphyr::Spanned`] values carry
+//! line and column.
+
+mod error;
+pub mod raw;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderName;
+use ipnet::IpNet;
+use regex::{Regex, RegexBuilder};
+
+use crate::engine::{
+    HostMatch, KeyKind, LimitSpec, Matcher, Policy, Response, Rule, RuleKind, SlotRegistry,
+};
+use crate::iplist::{self, IpSet};
+use crate::limiter::Quota;
+pub use error::{field_path_at, ConfigError, ConfigErrors};
+pub use raw::Mode;
+use raw::{RawConfig, RawList, RawRule, S};
+
+/// Default `max_tracked_keys`: about 60 bytes a key keeps the limiter near 120 MB.
+pub const DEFAULT_MAX_TRACKED_KEYS: usize = 2_000_000;
+
+/// A validated config.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `listen:` (restart to change).
+    pub listen: Vec<SocketAddr>,
+    /// `threads:` (restart to change).
+    pub threads: usize,
+    /// `grace_period:`: how long a graceful stop keeps serving in-flight requests.
+    pub grace_period: Duration,
+    /// `graceful_shutdown_timeout:`: the hard limit after the grace period.
+    pub graceful_shutdown_timeout: Duration,
+    /// `upstreams:`, resolved.
+    pub upstreams: Vec<Upstream>,
+    /// `upstream_options:`.
+    pub upstream_options: UpstreamOptions,
+    /// `client_ip:`.
+    pub client_ip: ClientIp,
+    /// `max_tracked_keys:`.
+    pub max_tracked_keys: usize,
+    /// The rules and lists, compiled.
+    pub policy: Policy,
+    /// Every list file read (for watching and for messages).
+    pub list_files: Vec<PathBuf>,
+}
+
+/// One upstream peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// As written (`origin.internal:8000`).
+    pub name: String,
+    /// Resolved at load.
+    pub addr: SocketAddr,
+}
+
+/// `upstream_options:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOptions {
+    /// TCP connect timeout (default 2 s).
+    pub connect_timeout: Duration,
+    /// Timeout for each read from upstream (default 30 s).
+    pub read_timeout: Duration,
+    /// Timeout for each write to upstream (default 30 s).
+    pub write_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept (default 60 s).
+    pub idle_timeout: Duration,
+    /// How long a peer that refused a connection is skipped (default 10 s).
+    pub down_for: Duration,
+}
+
+/// `client_ip:`.
+#[derive(Debug, Clone)]
+pub struct ClientIp {
+    /// Peers whose forwarding header is believed.
+    pub trusted_proxies: IpSet,
+    /// The forwarding header (default `X-Forwarded-For`).
+    pub header: HeaderName,
+    /// IPv6 clients are keyed by this prefix (default 64).
+    pub ipv6_prefix: u8,
+}
+
+/// Reads and validates the config at `path`, and every list file it names.
+pub fn load(path: &Path, slots: &SlotRegistry) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::whole_file(path, format!("cannot read the config: {e}")))?;
+    parse(&text, path, slots)
+}
+
+/// Validates config `text` as if read from `path` (list files are resolved against its folder).
+pub fn parse(text: &str, path: &Path, slots: &SlotRegistry) -> Result<Config, ConfigErrors> {
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! { max_depth: 32, max_nodes: 200_000 },
+    };
+    let raw: RawConfig = match serde_saphyr::from_str_with_options(text, options) {
+        Ok(r) => r,
+        Err(e) => {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            let mut message = e.without_snippet().to_string();
+            if let Some(cut) = message.rfind(" at line ") {
+                message.truncate(cut);
+            }
+            return Err(ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line,
+                column,
+                field: field_path_at(text, line, column),
+                message,
+            }]));
+        }
+    };
+    let mut v = Validator {
+        file: path.to_path_buf(),
+        dir: path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        errors: Vec::new(),
+        list_files: Vec::new(),
+    };
+    let config = v.config(raw, slots);
+    if v.errors.is_empty() {
+        Ok(config)
+    } else {
+        v.errors.sort_by_key(|e| (e.file.clone(), e.line, e.column));
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+struct Validator {
+    file: PathBuf,
+    dir: PathBuf,
+    errors: Vec<ConfigError>,
+    list_files: Vec<PathBuf>,
+}
+
+impl Validator {
+    fn err<T>(&mut self, at: &S<T>, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, v: Option<&S<String>>, field: &str, default: Duration) -> Duration {
+        let Some(s) = v else { return default };
+        match parse_duration(&s.value) {
+            Ok(d) => d,
+            Err(m) => {
+                self.err(s, field, m);
+                default
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig, slots: &SlotRegistry) -> Config {
+        let mut listen = Vec::new();
+        for (i, l) in raw.listen.iter().enumerate() {
+            match l.value.parse::<SocketAddr>() {
+                Ok(a) => listen.push(a),
+                Err(_) => self.err(
+                    l,
+                    format!("listen[{i}]"),
+                    format!(
+                        "{:?} is not an address:port (e.g. \"0.0.0.0:8080\" or \"[::]:8080\")",
+                        l.value
+                    ),
+                ),
+            }
+        }
+        if raw.listen.is_empty() {
+            listen.push(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        }
+        let threads = match &raw.threads {
+            Some(t) if t.value == 0 => {
+                self.err(t, "threads", "must be at least 1 (leave it out to use one per CPU)");
+                1
+            }
+            Some(t) => t.value,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let grace_period = self.duration(
+            raw.grace_period.as_ref(),
+            "grace_period",
+            Duration::from_secs(5),
+        );
+        let graceful_shutdown_timeout = self.duration(
+            raw.graceful_shutdown_timeout.as_ref(),
+            "graceful_shutdown_timeout",
+            Duration::from_secs(10),
+        );
+
+        let mut upstreams = Vec::new();
+        for (i, u) in raw.upstreams.iter().enumerate() {
+            match u.value.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(addr)) => upstreams.push(Upstream {
+                    name: u.value.clone(),
+                    addr,
+                }),
+                Ok(None) => self.err(u, format!("upstreams[{i}]"), format!("{:?} resolves to no address", u.value)),
+                Err(e) => self.err(
+                    u,
+                    format!("upstreams[{i}]"),
+                    format!("{:?} is not a reachable host:port ({e})", u.value),
+                ),
+            }
+        }
+        if raw.upstreams.is_empty() {
+            self.errors.push(ConfigError {
+                file: self.file.clone(),
+                line: 1,
+                column: 1,
+                field: "upstreams".into(),
+                message: "at least one upstream host:port is required, e.g. upstreams: [\"127.0.0.1:8000\"]".into(),
+            });
+        }
+        let uo = raw.upstream_options.as_ref();
+        let upstream_options = UpstreamOptions {
+            connect_timeout: self.duration(
+                uo.and_then(|o| o.connect_timeout.as_ref()),
+                "upstream_options.connect_timeout",
+                Duration::from_secs(2),
+            ),
+            read_timeout: self.duration(
+                uo.and_then(|o| o.read_timeout.as_ref()),
+                "upstream_options.read_timeout",
+                Duration::from_secs(30),
+            ),
+            write_timeout: self.duration(
+                uo.and_then(|o| o.write_timeout.as_ref()),
+                "upstream_options.write_timeout",
+                Duration::from_secs(30),
+            ),
+            idle_timeout: self.duration(
+                uo.and_then(|o| o.idle_timeout.as_ref()),
+                "upstream_options.idle_timeout",
+                Duration::from_secs(60),
+            ),
+            down_for: self.duration(
+                uo.and_then(|o| o.down_for.as_ref()),
+                "upstream_options.down_for",
+                Duration::from_secs(10),
+            ),
+        };
+
+        let client_ip = self.client_ip(raw.client_ip.as_ref());
+        let max_tracked_keys = match &raw.max_tracked_keys {
+            Some(m) if m.value == 0 => {
+                self.err(m, "max_tracked_keys", "must be at least 1");
+                DEFAULT_MAX_TRACKED_KEYS
+            }
+            Some(m) => m.value,
+            None => DEFAULT_MAX_TRACKED_KEYS,
+        };
+
+        let lists = raw.lists.as_ref();
+        let allow = self.list(lists.and_then(|l| l.allow.as_ref()), "lists.allow");
+        if let Some(m) = lists.and_then(|l| l.allow.as_ref()).and_then(|a| a.mode) {
+            if m == Mode::Count {
+                let at = lists.and_then(|l| l.allow.as_ref()).and_then(|a| a.cidrs.first().or(a.files.first()));
+                if let Some(at) = at {
+                    self.err(at, "lists.allow.mode", "the allow list has no count mode");
+                }
+            }
+        }
+        let deny_raw = lists.and_then(|l| l.deny.as_ref());
+        let deny = self.list(deny_raw, "lists.deny");
+        let deny_mode = deny_raw.and_then(|d| d.mode).unwrap_or_default();
+
+        let rules = self.rules(&raw.rules, slots);
+        Config {
+            path: self.file.clone(),
+            listen,
+            threads,
+            grace_period,
+            graceful_shutdown_timeout,
+            upstreams,
+            upstream_options,
+            max_tracked_keys,
+            policy: Policy {
+                allow,
+                deny,
+                deny_mode,
+                deny_response: Response::plain(403),
+                rules,
+                ipv6_prefix: client_ip.ipv6_prefix,
+            },
+            client_ip,
+            list_files: std::mem::take(&mut self.list_files),
+        }
+    }
+
+    fn client_ip(&mut self, raw: Option<&raw::RawClientIp>) -> ClientIp {
+        let mut trusted = Vec::new();
+        let mut header = HeaderName::from_static("x-forwarded-for");
+        let mut ipv6_prefix = 64;
+        if let Some(c) = raw {
+            for (i, t) in c.trusted_proxies.iter().enumerate() {
+                match iplist::parse_net(&t.value) {
+                    Ok(n) => trusted.push(n),
+                    Err(m) => self.err(t, format!("client_ip.trusted_proxies[{i}]"), m),
+                }
+            }
+            if let Some(h) = &c.header {
+                match HeaderName::from_bytes(h.value.trim().as_bytes()) {
+                    Ok(n) => header = n,
+                    Err(_) => self.err(h, "client_ip.header", format!("{:?} is not a header name", h.value)),
+                }
+            }
+            if let Some(p) = &c.ipv6_prefix {
+                if p.value > 128 {
+                    self.err(p, "client_ip.ipv6_prefix", "must be from 0 to 128 (64 groups a typical customer's network)");
+                } else {
+                    ipv6_prefix = p.value;
+                }
+            }
+        }
+        ClientIp {
+            trusted_proxies: IpSet::new(trusted),
+            header,
+            ipv6_prefix,
+        }
+    }
+
+    fn list(&mut self, raw: Option<&RawList>, field: &str) -> IpSet {
+        let Some(raw) = raw else {
+            return IpSet::default();
+        };
+        let mut nets: Vec<IpNet> = Vec::new();
+        for (i, c) in raw.cidrs.iter().enumerate() {
+            match iplist::parse_net(&c.value) {
+                Ok(n) => nets.push(n),
+                Err(m) => self.err(c, format!("{field}.cidrs[{i}]"), m),
+            }
+        }
+        for (i, f) in raw.files.iter().enumerate() {
+            let path = self.dir.join(&f.value);
+            let fname = format!("{field}.files[{i}]");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match iplist::parse_list(&text) {
+                    Ok(n) => nets.extend(n),
+                    Err(errs) => {
+                        for e in errs {
+                            self.errors.push(ConfigError {
+                                file: path.clone(),
+                                line: e.line as u64,
+                                column: e.column as u64,
+                                field: fname.clone(),
+                                message: e.message,
+                            });
+                        }
+                    }
+                },
+                Err(e) => self.err(f, fname, format!("cannot read list file {}: {e}", path.display())),
+            }
+            self.list_files.push(path);
+        }
+        IpSet::new(nets)
+    }
+
+    fn rules(&mut self, raw: &[RawRule], slots: &SlotRegistry) -> Vec<Rule> {
+        let mut rules = Vec::with_capacity(raw.len());
+        let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+        if raw.len() > usize::from(u16::MAX) {
+            self.errors.push(ConfigError {
+                file: self.file.clone(),
+                line: 0,
+                column: 0,
+                field: "rules".into(),
+                message: format!("at most {} rules", u16::MAX),
+            });
+            return rules;
+        }
+        for (i, r) in raw.iter().enumerate() {
+            let at = format!("rules[{i}]");
+            let name = r.name.value.trim();
+            if name.is_empty() {
+                self.err(&r.name, format!("{at}.name"), "a rule needs a name");
+            } else if let Some(prev) = seen.insert(name, i) {
+                self.err(
+                    &r.name,
+                    format!("{at}.name"),
+                    format!("duplicate rule name {name:?} (also rules[{prev}])"),
+                );
+            }
+            let matcher = self.matcher(r.matcher.as_ref(), &at);
+            let kind = match (&r.action, &r.limit) {
+                (Some(_), None) => RuleKind::Deny,
+                (None, Some(l)) => match self.limit(l, &at) {
+                    Some(spec) => RuleKind::Limit(spec),
+                    None => RuleKind::Deny,
+                },
+                (Some(a), Some(_)) => {
+                    self.err(a, format!("{at}.action"), "give either `action: deny` or `limit:`, not both");
+                    RuleKind::Deny
+                }
+                (None, None) => {
+                    self.err(&r.name, &at, "a rule needs `action: deny` or a `limit:`");
+                    RuleKind::Deny
+                }
+            };
+            let response = self.response(r, &at, matches!(kind, RuleKind::Limit(_)));
+            let slot = match &kind {
+                RuleKind::Limit(spec) => slots.slot(name, spec),
+                RuleKind::Deny => 0,
+            };
+            rules.push(Rule {
+                name: name.to_string(),
+                matcher,
+                kind,
+                response,
+                mode: r.mode.unwrap_or_default(),
+                slot,
+            });
+        }
+        rules
+    }
+
+    fn matcher(&mut self, raw: Option<&raw::RawMatch>, at: &str) -> Matcher {
+        let Some(m) = raw else {
+            return Matcher::default();
+        };
+        let mut out = Matcher::default();
+        for (key, v) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
+            if let Some(p) = v {
+                if !p.value.starts_with('/') {
+                    self.err(p, format!("{at}.match.{key}"), format!("{:?} must start with '/'", p.value));
+                }
+            }
+        }
+        out.path = m.path.as_ref().map(|p| p.value.clone());
+        out.path_prefix = m.path_prefix.as_ref().map(|p| p.value.clone());
+        out.path_regex = m
+            .path_regex
+            .as_ref()
+            .and_then(|r| self.regex(r, &format!("{at}.match.path_regex")));
+        out.user_agent = m
+            .user_agent
+            .as_ref()
+            .and_then(|r| self.regex(r, &format!("{at}.match.user_agent")));
+        for (i, meth) in m.methods.iter().enumerate() {
+            let up = meth.value.trim().to_ascii_uppercase();
+            if up.is_empty() || !up.bytes().all(|b| b.is_ascii_uppercase()) {
+                self.err(meth, format!("{at}.match.methods[{i}]"), format!("{:?} is not an HTTP method (GET, POST, ...)", meth.value));
+            } else {
+                out.methods.push(up);
+            }
+        }
+        if let Some(h) = &m.host {
+            if h.value.trim().is_empty() || h.value.contains(['/', ' ', ':']) {
+                self.err(h, format!("{at}.match.host"), format!("{:?} is not a host name (example.com or *.example.com, no port)", h.value));
+            } else {
+                out.host = Some(HostMatch::parse(&h.value));
+            }
+        }
+        out
+    }
+
+    fn regex(&mut self, r: &S<String>, field: &str) -> Option<Regex> {
+        match RegexBuilder::new(&r.value).size_limit(1 << 20).build() {
+            Ok(re) => Some(re),
+            Err(e) => {
+                let msg = e.to_string().replace('\n', " ");
+                self.err(r, field, format!("bad regex: {msg}"));
+                None
+            }
+        }
+    }
+
+    fn limit(&mut self, l: &S<raw::RawLimit>, at: &str) -> Option<LimitSpec> {
+        let rate = &l.value.rate;
+        let (count, period) = match Quota::parse_rate(&rate.value) {
+            Ok(r) => r,
+            Err(e) => {
+                self.err(rate, format!("{at}.limit.rate"), e.to_string());
+                return None;
+            }
+        };
+        let burst = match &l.value.burst {
+            Some(b) => match NonZeroU32::new(b.value) {
+                Some(n) => n,
+                None => {
+                    self.err(b, format!("{at}.limit.burst"), "must be at least 1");
+                    return None;
+                }
+            },
+            None => count,
+        };
+        let Some(quota) = Quota::new(count, period, burst) else {
+            self.err(rate, format!("{at}.limit"), "rate times burst is out of range");
+            return None;
+        };
+        let key = match &l.value.key {
+            None => KeyKind::Ip,
+            Some(k) => match k.value.trim() {
+                "ip" => KeyKind::Ip,
+                "ip_path" => KeyKind::IpPath,
+                other => match other.strip_prefix("header:") {
+                    Some(h) => match HeaderName::from_bytes(h.trim().as_bytes()) {
+                        Ok(n) => KeyKind::Header(n),
+                        Err(_) => {
+                            self.err(k, format!("{at}.limit.key"), format!("{h:?} is not a header name"));
+                            return None;
+                        }
+                    },
+                    None => {
+                        self.err(k, format!("{at}.limit.key"), format!("{other:?}: use ip, ip_path or header:NAME"));
+                        return None;
+                    }
+                },
+            },
+        };
+        Some(LimitSpec { quota, key })
+    }
+
+    fn response(&mut self, r: &RawRule, at: &str, is_limit: bool) -> Response {
+        let Some(resp) = &r.response else {
+            return Response::plain(403);
+        };
+        let status = match &resp.status {
+            Some(s) if !(200..=599).contains(&s.value) => {
+                self.err(s, format!("{at}.response.status"), format!("{} is not a status from 200 to 599 (403 is the default; 429 for limits is common)", s.value));
+                403
+            }
+            Some(s) => s.value,
+            None => 403,
+        };
+        let mut out = Response::plain(status);
+        if let Some(b) = &resp.body {
+            out.body = Bytes::from(b.value.clone());
+        }
+        if resp.retry_after == Some(true) {
+            if is_limit {
+                out.retry_after = true;
+            } else {
+                self.err(&r.name, format!("{at}.response.retry_after"), "retry_after applies to limit rules only");
+            }
+        }
+        out
+    }
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 250ms, 5s, 2m, 1h)"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "" => return Err(format!("{s:?} needs a unit (ms, s, m, h)")),
+        u => return Err(format!("unknown unit {u:?} in {s:?}; use ms, s, m or h")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests;

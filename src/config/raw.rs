@@ -1,0 +1,121 @@
+//! The serde layer: structs that mirror the YAML exactly, with unknown keys refused and every
+//! value that is validated later wrapped in [`Spanned`] so its error can name line and column.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// `S<T>`: a value with the position it was written at.
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listen: Vec<S<String>>,
+    pub threads: Option<S<usize>>,
+    pub grace_period: Option<S<String>>,
+    pub graceful_shutdown_timeout: Option<S<String>>,
+    #[serde(default)]
+    pub upstreams: Vec<S<String>>,
+    pub upstream_options: Option<RawUpstreamOptions>,
+    pub client_ip: Option<RawClientIp>,
+    pub lists: Option<RawLists>,
+    pub max_tracked_keys: Option<S<usize>>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamOptions {
+    pub connect_timeout: Option<S<String>>,
+    pub read_timeout: Option<S<String>>,
+    pub write_timeout: Option<S<String>>,
+    pub idle_timeout: Option<S<String>>,
+    pub down_for: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientIp {
+    #[serde(default)]
+    pub trusted_proxies: Vec<S<String>>,
+    pub header: Option<S<String>>,
+    pub ipv6_prefix: Option<S<u8>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLists {
+    pub allow: Option<RawList>,
+    pub deny: Option<RawList>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawList {
+    #[serde(default)]
+    pub cidrs: Vec<S<String>>,
+    #[serde(default)]
+    pub files: Vec<S<String>>,
+    pub mode: Option<Mode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: S<String>,
+    #[serde(rename = "match")]
+    pub matcher: Option<RawMatch>,
+    pub action: Option<S<Action>>,
+    pub limit: Option<S<RawLimit>>,
+    pub response: Option<RawResponse>,
+    pub mode: Option<Mode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub path: Option<S<String>>,
+    pub path_prefix: Option<S<String>>,
+    pub path_regex: Option<S<String>>,
+    #[serde(default)]
+    pub methods: Vec<S<String>>,
+    pub host: Option<S<String>>,
+    pub user_agent: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    pub rate: S<String>,
+    pub burst: Option<S<u32>>,
+    pub key: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponse {
+    pub status: Option<S<u16>>,
+    pub body: Option<S<String>>,
+    pub retry_after: Option<bool>,
+}
+
+/// `mode:` of a rule or list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Refusals are sent.
+    #[default]
+    Enforce,
+    /// Refusals are only counted and logged (shadow mode).
+    Count,
+}
+
+/// `action:` of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Refuse every matching request.
+    Deny,
+}

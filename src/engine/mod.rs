@@ -1,0 +1,255 @@
+//! The decision: a request's facts and the time go in, a [`Decision`] comes out.
+//!
+//! [`Policy::decide`] does no I/O and knows nothing of Pingora. Rules are evaluated in file
+//! order: an allow-listed address passes without limits; a deny-listed address or a matching
+//! `deny` rule is refused at once; every matching `limit` rule must admit the request
+//! (all-must-pass) and the first that refuses answers. A refused request costs no tokens: tokens
+//! taken by earlier rules are given back. A rule in `count` mode never refuses; the first one
+//! that would have is reported in [`Decision::Count`].
+//!
+//! Mutable limiter state lives in a [`Limiter`] outside the policy, so that a reload keeps the
+//! buckets of rules that did not change (see [`SlotRegistry`]).
+
+mod rule;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+pub use crate::config::Mode;
+use crate::iplist::IpSet;
+use crate::limiter::{BucketKey, Limiter, Nanos, Quota};
+pub use rule::{HostMatch, KeyKind, LimitSpec, Matcher, Response, Rule, RuleKind};
+
+/// What is known of one request when it is judged.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The client address (after trusted-proxy resolution).
+    pub ip: IpAddr,
+    /// The request method, e.g. `GET`.
+    pub method: &'a str,
+    /// The host the request names, without port; empty if none.
+    pub host: &'a str,
+    /// The path, without the query string.
+    pub path: &'a str,
+    /// The `User-Agent` header; empty if none.
+    pub user_agent: &'a str,
+    /// All request headers, for `key: header:NAME`.
+    pub headers: Option<&'a HeaderMap>,
+}
+
+/// Which rule decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleRef {
+    /// The allow list.
+    AllowList,
+    /// The deny list.
+    DenyList,
+    /// `rules[i]`.
+    Rule(u16),
+}
+
+/// The outcome of [`Policy::decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Pass to upstream.
+    Allow,
+    /// Pass to upstream without limits: the client is on the allow list.
+    AllowListed,
+    /// Pass to upstream, but the named `count`-mode rule would have refused it.
+    Count { rule: RuleRef },
+    /// Refuse: deny list or deny rule.
+    Deny { rule: RuleRef },
+    /// Refuse: a limit is exhausted; a token is back in `retry_after` whole seconds (at least 1).
+    Limit { rule: RuleRef, retry_after: u32 },
+}
+
+impl Decision {
+    /// Whether the request goes to upstream.
+    pub fn passes(&self) -> bool {
+        matches!(
+            self,
+            Decision::Allow | Decision::AllowListed | Decision::Count { .. }
+        )
+    }
+
+    /// A short name for logs and metrics: `allow`, `deny`, `limit` or `count`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Decision::Allow | Decision::AllowListed => "allow",
+            Decision::Count { .. } => "count",
+            Decision::Deny { .. } => "deny",
+            Decision::Limit { .. } => "limit",
+        }
+    }
+}
+
+/// The compiled rules and lists: everything [`Policy::decide`] reads. Immutable once built.
+#[derive(Debug)]
+pub struct Policy {
+    /// Addresses that pass without limits.
+    pub allow: IpSet,
+    /// Addresses refused at once.
+    pub deny: IpSet,
+    /// `lists.deny.mode`.
+    pub deny_mode: Mode,
+    /// What a deny-listed client is sent.
+    pub deny_response: Response,
+    /// The rules, in file order.
+    pub rules: Vec<Rule>,
+    /// IPv6 clients are keyed by this prefix length (IPv4 by the whole address).
+    pub ipv6_prefix: u8,
+}
+
+impl Policy {
+    /// Judges one request at `now`, taking tokens from `limiter`.
+    pub fn decide(&self, facts: &Facts<'_>, limiter: &Limiter, now: Nanos) -> Decision {
+        if self.allow.contains(facts.ip) {
+            return Decision::AllowListed;
+        }
+        let mut counted = None;
+        if self.deny.contains(facts.ip) {
+            match self.deny_mode {
+                Mode::Enforce => {
+                    return Decision::Deny {
+                        rule: RuleRef::DenyList,
+                    }
+                }
+                Mode::Count => counted = Some(RuleRef::DenyList),
+            }
+        }
+        // Buckets a token was taken from, to give back if a later rule refuses.
+        let mut taken: SmallVec<[(BucketKey, Quota); 8]> = SmallVec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.matcher.matches(facts) {
+                continue;
+            }
+            let this = RuleRef::Rule(i as u16);
+            let refusal = match &rule.kind {
+                RuleKind::Deny => Some(Decision::Deny { rule: this }),
+                RuleKind::Limit(spec) => {
+                    let key = BucketKey::new(rule.slot, self.key_of(spec, facts, limiter));
+                    match limiter.acquire(key, &spec.quota, now) {
+                        Ok(()) => {
+                            taken.push((key, spec.quota));
+                            None
+                        }
+                        Err(wait) => Some(Decision::Limit {
+                            rule: this,
+                            retry_after: retry_after_secs(wait),
+                        }),
+                    }
+                }
+            };
+            if let Some(refusal) = refusal {
+                match rule.mode {
+                    Mode::Enforce => {
+                        for (key, quota) in &taken {
+                            limiter.refund(*key, quota);
+                        }
+                        return refusal;
+                    }
+                    Mode::Count => {
+                        counted.get_or_insert(this);
+                    }
+                }
+            }
+        }
+        match counted {
+            Some(rule) => Decision::Count { rule },
+            None => Decision::Allow,
+        }
+    }
+
+    /// The bucket key of a request under a limit.
+    fn key_of(&self, spec: &LimitSpec, facts: &Facts<'_>, limiter: &Limiter) -> u128 {
+        let ip = ip_key(facts.ip, self.ipv6_prefix);
+        match &spec.key {
+            KeyKind::Ip => ip,
+            KeyKind::IpPath => limiter.hash_key(ip, facts.path.as_bytes()),
+            KeyKind::Header(name) => match facts.headers.and_then(|h| h.get(name)) {
+                Some(v) => limiter.hash_key(0, v.as_bytes()),
+                // No such header: the client is keyed by its address.
+                None => ip,
+            },
+        }
+    }
+
+    /// The rule a [`RuleRef`] names, if it is a rule.
+    pub fn rule(&self, r: RuleRef) -> Option<&Rule> {
+        match r {
+            RuleRef::Rule(i) => self.rules.get(usize::from(i)),
+            _ => None,
+        }
+    }
+
+    /// The name of what decided, for logs and metrics.
+    pub fn name_of(&self, r: RuleRef) -> &str {
+        match r {
+            RuleRef::AllowList => "allow-list",
+            RuleRef::DenyList => "deny-list",
+            RuleRef::Rule(_) => self.rule(r).map(|r| r.name.as_str()).unwrap_or("?"),
+        }
+    }
+
+    /// What a refused request is sent.
+    pub fn response_of(&self, r: RuleRef) -> &Response {
+        self.rule(r)
+            .map(|r| &r.response)
+            .unwrap_or(&self.deny_response)
+    }
+}
+
+/// Whole seconds until a token is back, rounded up, at least 1.
+pub fn retry_after_secs(wait: Nanos) -> u32 {
+    let secs = wait.div_ceil(1_000_000_000).max(1);
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+/// The limiter key of a client address: IPv4 whole (as its IPv4-mapped IPv6 form), IPv6
+/// truncated to `v6_prefix` bits so that one host cannot escape its limit by rotating through
+/// the addresses of its /64.
+pub fn ip_key(ip: IpAddr, v6_prefix: u8) -> u128 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            match v6_prefix {
+                0 => 0,
+                p if p >= 128 => bits,
+                p => bits & (u128::MAX << (128 - u32::from(p))),
+            }
+        }
+    }
+}
+
+/// Gives each limit rule a limiter slot that outlives reloads.
+///
+/// A rule keeps its slot, and so its buckets, as long as its name, quota and key kind are the
+/// same; any change gives it a fresh slot. Used at build time only, never per request.
+#[derive(Debug, Default)]
+pub struct SlotRegistry {
+    slots: Mutex<(HashMap<(String, Quota, KeyKind), u32>, u32)>,
+}
+
+impl SlotRegistry {
+    /// The slot of a limit rule.
+    pub fn slot(&self, name: &str, spec: &LimitSpec) -> u32 {
+        let mut guard = self.slots.lock();
+        let (map, next) = &mut *guard;
+        let id = (name.to_string(), spec.quota, spec.key.clone());
+        if let Some(s) = map.get(&id) {
+            return *s;
+        }
+        let s = *next;
+        *next += 1;
+        map.insert(id, s);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,164 @@
+//! One compiled rule: what it matches, what it does, what a refused client is sent.
+
+use bytes::Bytes;
+use http::HeaderName;
+use regex::Regex;
+
+use super::{Facts, Mode};
+use crate::limiter::Quota;
+
+/// A rule from `rules:`, compiled.
+#[derive(Debug)]
+pub struct Rule {
+    /// `name:`, unique in the file.
+    pub name: String,
+    /// `match:`; an empty matcher matches every request.
+    pub matcher: Matcher,
+    /// `action: deny` or `limit:`.
+    pub kind: RuleKind,
+    /// `response:`.
+    pub response: Response,
+    /// `mode:`.
+    pub mode: Mode,
+    /// The limiter slot (see [`super::SlotRegistry`]); 0 for deny rules.
+    pub slot: u32,
+}
+
+/// What a matching rule does.
+#[derive(Debug)]
+pub enum RuleKind {
+    /// Refuse.
+    Deny,
+    /// Take a token from the request's bucket; refuse when there is none.
+    Limit(LimitSpec),
+}
+
+/// `limit:`.
+#[derive(Debug, Clone)]
+pub struct LimitSpec {
+    /// `rate:` and `burst:`.
+    pub quota: Quota,
+    /// `key:`.
+    pub key: KeyKind,
+}
+
+/// What a bucket is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// The client address (IPv6 by its prefix).
+    Ip,
+    /// The client address and the exact path.
+    IpPath,
+    /// The value of a request header (e.g. an API key); the address when the header is absent.
+    Header(HeaderName),
+}
+
+/// What a refused request is sent.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code (403 unless configured).
+    pub status: u16,
+    /// Body, sent with `Content-Length`.
+    pub body: Bytes,
+    /// Whether to add `Retry-After` (limits only).
+    pub retry_after: bool,
+}
+
+impl Response {
+    /// A response with the status's standard text as body.
+    pub fn plain(status: u16) -> Self {
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Refused");
+        Self {
+            status,
+            body: Bytes::from(format!("{reason}\n")),
+            retry_after: false,
+        }
+    }
+}
+
+/// `match:`: every condition given must hold.
+#[derive(Debug, Default)]
+pub struct Matcher {
+    /// `path:` exact.
+    pub path: Option<String>,
+    /// `path_prefix:`.
+    pub path_prefix: Option<String>,
+    /// `path_regex:` (searched in the path, without the query string).
+    pub path_regex: Option<Regex>,
+    /// `methods:`; empty means any.
+    pub methods: Vec<String>,
+    /// `host:`.
+    pub host: Option<HostMatch>,
+    /// `user_agent:` regex (searched; a missing header is the empty string).
+    pub user_agent: Option<Regex>,
+}
+
+/// `host:`: `example.com` or `*.example.com` (any subdomain, not the apex), case-insensitive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// The host exactly.
+    Exact(String),
+    /// Ends in `.suffix` (stored with its leading dot).
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// Parses `example.com` or `*.example.com`.
+    pub fn parse(s: &str) -> Self {
+        let s = s.trim().to_ascii_lowercase();
+        match s.strip_prefix('*') {
+            Some(rest) if rest.starts_with('.') => HostMatch::Suffix(rest.to_string()),
+            _ => HostMatch::Exact(s),
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostMatch::Suffix(sfx) => {
+                host.len() > sfx.len()
+                    && host.is_char_boundary(host.len() - sfx.len())
+                    && host[host.len() - sfx.len()..].eq_ignore_ascii_case(sfx)
+            }
+        }
+    }
+}
+
+impl Matcher {
+    /// Whether every condition holds for `f`. Cheap tests first, regexes last.
+    #[inline]
+    pub fn matches(&self, f: &Facts<'_>) -> bool {
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == f.method) {
+            return false;
+        }
+        if let Some(p) = &self.path {
+            if f.path != p {
+                return false;
+            }
+        }
+        if let Some(p) = &self.path_prefix {
+            if !f.path.starts_with(p.as_str()) {
+                return false;
+            }
+        }
+        if let Some(h) = &self.host {
+            if !h.matches(f.host) {
+                return false;
+            }
+        }
+        if let Some(re) = &self.path_regex {
+            if !re.is_match(f.path) {
+                return false;
+            }
+        }
+        if let Some(re) = &self.user_agent {
+            if !re.is_match(f.user_agent) {
+                return false;
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,300 @@
+//! Token buckets keyed by (rule slot, key), in a bounded, sharded store.
+//!
+//! Each bucket is one `AtomicU64` holding a GCRA theoretical arrival time (TAT), updated by a
+//! compare-and-swap loop, as in governor's in-memory state: admitting a request never takes a
+//! write lock, and a refused request changes nothing. The map of buckets is split into shards,
+//! each behind a `parking_lot::RwLock`; the read lock is held only while the atomic is updated,
+//! and the write lock only to insert a new key.
+//!
+//! Memory is bounded by `max_tracked_keys`. When a shard is full, buckets that have refilled
+//! completely (`TAT <= now`: forgetting them changes no decision) are dropped first; if that frees
+//! nothing, the eighth of the shard whose buckets are closest to full is dropped. An evicted key
+//! comes back with a full bucket, so under a flood of distinct keys larger than the bound a key
+//! can get more than its burst: the `evictions` counter says when that happens.
+//!
+//! This module knows nothing of HTTP: keys are 128-bit numbers the engine derives.
+
+mod clock;
+mod quota;
+
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hashbrown::HashTable;
+use parking_lot::RwLock;
+
+pub use clock::{Clock, FakeClock, MonotonicClock, Nanos};
+pub use quota::{Quota, RateError};
+
+/// Identifies one bucket: the limiter slot of a rule and a key within it.
+///
+/// Stored as two `u64`s rather than a `u128` so that an entry is 32 bytes, not 48.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BucketKey {
+    slot: u32,
+    hi: u64,
+    lo: u64,
+}
+
+impl BucketKey {
+    /// The bucket of `key` under limiter slot `slot`.
+    pub fn new(slot: u32, key: u128) -> Self {
+        Self {
+            slot,
+            hi: (key >> 64) as u64,
+            lo: key as u64,
+        }
+    }
+}
+
+type Shard = HashTable<(BucketKey, AtomicU64)>;
+
+/// The bounded, sharded store of all buckets.
+pub struct Limiter {
+    shards: Box<[RwLock<Shard>]>,
+    shard_mask: u64,
+    shard_cap: usize,
+    hasher: foldhash::fast::RandomState,
+    evictions: AtomicU64,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("shards", &self.shards.len())
+            .field("shard_cap", &self.shard_cap)
+            .field("evictions", &self.evictions())
+            .finish()
+    }
+}
+
+impl Limiter {
+    /// A store that tracks at most about `max_keys` buckets (rounded up to a whole number per shard).
+    pub fn new(max_keys: usize) -> Self {
+        let max_keys = max_keys.max(1);
+        // One shard per ~4k keys, between 1 and 64, a power of two.
+        let shards = (max_keys / 4096).clamp(1, 64).next_power_of_two().min(64);
+        let shard_cap = max_keys.div_ceil(shards);
+        Self {
+            shards: (0..shards).map(|_| RwLock::new(HashTable::new())).collect(),
+            shard_mask: shards as u64 - 1,
+            shard_cap,
+            hasher: foldhash::fast::RandomState::default(),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    fn locate(&self, key: &BucketKey) -> (u64, &RwLock<Shard>) {
+        let hash = self.hasher.hash_one(key);
+        // hashbrown uses the top 7 bits for its control bytes and the low bits for the slot;
+        // take the shard from bits in between.
+        let shard = (hash >> 32) & self.shard_mask;
+        (hash, &self.shards[shard as usize])
+    }
+
+    /// Takes one token from the bucket of `key` at `now`, or says how long until one is there.
+    ///
+    /// `Ok(())`: admitted, the token is taken. `Err(wait)`: refused, nothing changed; a token
+    /// will be there in `wait` nanoseconds.
+    pub fn acquire(&self, key: BucketKey, quota: &Quota, now: Nanos) -> Result<(), Nanos> {
+        let (hash, shard) = self.locate(&key);
+        {
+            let table = shard.read();
+            if let Some((_, tat)) = table.find(hash, |(k, _)| *k == key) {
+                return gcra_update(tat, quota, now);
+            }
+        }
+        let mut table = shard.write();
+        if let Some((_, tat)) = table.find(hash, |(k, _)| *k == key) {
+            // Inserted by another thread between our two locks.
+            return gcra_update(tat, quota, now);
+        }
+        if table.len() >= self.shard_cap {
+            let evicted = evict(&mut table, now, self.shard_cap);
+            self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+        }
+        // A new key has a full bucket, and burst >= 1, so the first request is always admitted.
+        let tat = now.saturating_add(quota.emission());
+        table.insert_unique(hash, (key, AtomicU64::new(tat)), |(k, _)| {
+            self.hasher.hash_one(k)
+        });
+        Ok(())
+    }
+
+    /// Gives back a token taken by [`acquire`](Self::acquire) for a request that was then
+    /// refused by a later rule, so that a refused request costs no tokens.
+    pub fn refund(&self, key: BucketKey, quota: &Quota) {
+        let (hash, shard) = self.locate(&key);
+        let table = shard.read();
+        if let Some((_, tat)) = table.find(hash, |(k, _)| *k == key) {
+            let _ = tat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                Some(t.saturating_sub(quota.emission()))
+            });
+        }
+    }
+
+    /// Drops every bucket that has refilled completely by `now`; returns how many.
+    ///
+    /// Forgetting a full bucket changes no decision (an unknown key starts full), so this is not
+    /// counted as an eviction. Call it from a background task, not the request path.
+    pub fn sweep(&self, now: Nanos) -> usize {
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let mut table = shard.write();
+            let before = table.len();
+            table.retain(|(_, tat)| *tat.get_mut() > now);
+            dropped += before - table.len();
+        }
+        dropped
+    }
+
+    /// A key for arbitrary bytes (a header value, an address and a path), hashed with this
+    /// process's random seed so that clients cannot aim collisions at each other.
+    pub fn hash_key(&self, salt: u128, bytes: &[u8]) -> u128 {
+        let h = self.hasher.hash_one((salt, bytes));
+        // Tag the high bits so a hashed key never equals an address key of the same slot.
+        (0xffff_0000_0000_0001_u128 << 64) | u128::from(h)
+    }
+
+    /// Buckets tracked now (takes each shard's read lock in turn: for metrics, not the hot path).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Whether no bucket is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Buckets dropped, since start, while they still held a debt, to make room for new keys.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// The most buckets this store holds.
+    pub fn capacity(&self) -> usize {
+        self.shard_cap * self.shards.len()
+    }
+}
+
+/// The GCRA step on one bucket: admit and advance the TAT, or refuse and leave it alone.
+fn gcra_update(tat: &AtomicU64, quota: &Quota, now: Nanos) -> Result<(), Nanos> {
+    let mut current = tat.load(Ordering::Acquire);
+    loop {
+        let next = current.max(now).saturating_add(quota.emission());
+        let ahead = next - now;
+        if ahead > quota.tolerance() {
+            return Err(ahead - quota.tolerance());
+        }
+        match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Ok(()),
+            Err(seen) => current = seen,
+        }
+    }
+}
+
+/// Makes room in a full shard; returns how many buckets that still held a debt were dropped.
+fn evict(table: &mut Shard, now: Nanos, cap: usize) -> usize {
+    table.retain(|(_, tat)| *tat.get_mut() > now);
+    if table.len() < cap {
+        return 0;
+    }
+    // Every bucket still owes tokens: drop the eighth closest to full (smallest TAT).
+    let mut tats: Vec<u64> = table.iter().map(|(_, t)| t.load(Ordering::Relaxed)).collect();
+    let nth = tats.len() / 8;
+    let (_, threshold, _) = tats.select_nth_unstable(nth);
+    let threshold = *threshold;
+    let before = table.len();
+    table.retain(|(_, tat)| *tat.get_mut() > threshold);
+    before - table.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn quota(count: u32, period: u32, burst: u32) -> Quota {
+        Quota::new(
+            NonZeroU32::new(count).unwrap(),
+            period,
+            NonZeroU32::new(burst).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn burst_then_refuse_then_refill() {
+        let l = Limiter::new(1000);
+        let q = quota(1, 1, 3);
+        let k = BucketKey::new(0, 42);
+        let t = 10 * SEC;
+        for _ in 0..3 {
+            assert_eq!(l.acquire(k, &q, t), Ok(()));
+        }
+        assert_eq!(l.acquire(k, &q, t), Err(SEC));
+        // a refusal changed nothing: still one second to wait
+        assert_eq!(l.acquire(k, &q, t), Err(SEC));
+        assert_eq!(l.acquire(k, &q, t + SEC / 2), Err(SEC / 2));
+        assert_eq!(l.acquire(k, &q, t + SEC), Ok(()));
+        assert_eq!(l.acquire(k, &q, t + SEC), Err(SEC));
+    }
+
+    #[test]
+    fn keys_and_slots_are_separate() {
+        let l = Limiter::new(1000);
+        let q = quota(1, 1, 1);
+        assert!(l.acquire(BucketKey::new(0, 1), &q, 0).is_ok());
+        assert!(l.acquire(BucketKey::new(0, 1), &q, 0).is_err());
+        assert!(l.acquire(BucketKey::new(0, 2), &q, 0).is_ok());
+        assert!(l.acquire(BucketKey::new(1, 1), &q, 0).is_ok());
+    }
+
+    #[test]
+    fn refund_gives_the_token_back() {
+        let l = Limiter::new(1000);
+        let q = quota(1, 60, 1);
+        let k = BucketKey::new(3, 7);
+        assert!(l.acquire(k, &q, 0).is_ok());
+        assert!(l.acquire(k, &q, 0).is_err());
+        l.refund(k, &q);
+        assert!(l.acquire(k, &q, 0).is_ok());
+    }
+
+    #[test]
+    fn bounded_and_evicts_full_buckets_first() {
+        let l = Limiter::new(64);
+        let q = quota(1, 1, 1);
+        // 64 keys, all drained at t=0
+        for i in 0..64 {
+            assert!(l.acquire(BucketKey::new(0, i), &q, 0).is_ok());
+        }
+        assert_eq!(l.len(), 64);
+        // 2 s later every bucket is full again: room is made without counting evictions
+        for i in 100..164 {
+            assert!(l.acquire(BucketKey::new(0, i), &q, 2 * SEC).is_ok());
+        }
+        assert!(l.len() <= l.capacity());
+        assert_eq!(l.evictions(), 0);
+        // now all hold a debt at the same instant: new keys force real evictions
+        for i in 1000..1100 {
+            assert!(l.acquire(BucketKey::new(0, i), &q, 2 * SEC).is_ok());
+        }
+        assert!(l.len() <= l.capacity());
+        assert!(l.evictions() > 0);
+    }
+
+    #[test]
+    fn sweep_drops_only_full_buckets() {
+        let l = Limiter::new(1000);
+        let fast = quota(1, 1, 1);
+        let slow = quota(1, 3600, 1);
+        assert!(l.acquire(BucketKey::new(0, 1), &fast, 0).is_ok());
+        assert!(l.acquire(BucketKey::new(1, 1), &slow, 0).is_ok());
+        assert_eq!(l.sweep(2 * SEC), 1);
+        assert_eq!(l.len(), 1);
+        assert!(l.acquire(BucketKey::new(1, 1), &slow, 2 * SEC).is_err());
+    }
+}

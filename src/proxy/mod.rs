@@ -1,0 +1,269 @@
+//! Pingora glue: turn a request into [`Facts`], ask the engine, write the refusal or pick an
+//! upstream. No rules live here.
+//!
+//! The snapshot (config, compiled policy, upstream pool) sits behind one `ArcSwap` and is loaded
+//! once per request; the limiter lives beside it so that a reload keeps the buckets.
+
+mod identity;
+mod upstream;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+
+use crate::config::Config;
+use crate::engine::{Decision, Facts, SlotRegistry};
+use crate::limiter::{Clock, Limiter, MonotonicClock};
+pub use identity::client_ip;
+pub use upstream::UpstreamPool;
+
+/// One loaded config, ready for requests. Immutable except for upstream health.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The validated config with its compiled policy.
+    pub config: Config,
+    /// The upstream peers and their passive health.
+    pub upstreams: UpstreamPool,
+    /// 1 for the config loaded at start, +1 for each successful reload.
+    pub generation: u64,
+}
+
+impl Snapshot {
+    /// Wraps a validated config.
+    pub fn new(config: Config, generation: u64) -> Self {
+        let upstreams = UpstreamPool::new(&config.upstreams, config.upstream_options.down_for);
+        Self {
+            config,
+            upstreams,
+            generation,
+        }
+    }
+}
+
+/// Counters of decisions since start (metrics come with the observability issue).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Passed to upstream, no rule objected.
+    pub allowed: AtomicU64,
+    /// Passed because the client is allow-listed.
+    pub allow_listed: AtomicU64,
+    /// Passed, but a count-mode rule would have refused.
+    pub counted: AtomicU64,
+    /// Refused by the deny list or a deny rule.
+    pub denied: AtomicU64,
+    /// Refused by a limit.
+    pub limited: AtomicU64,
+}
+
+/// Everything the proxy shares across requests and reloads.
+#[derive(Debug)]
+pub struct State {
+    /// The current snapshot.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Token buckets, outliving snapshots.
+    pub limiter: Limiter,
+    /// Limiter slots by rule identity, outliving snapshots.
+    pub slots: SlotRegistry,
+    /// The clock decisions are made with.
+    pub clock: MonotonicClock,
+    /// Decision counters.
+    pub counters: Counters,
+}
+
+impl State {
+    /// State for a first config (its slots must come from `slots`).
+    pub fn new(config: Config, slots: SlotRegistry) -> Self {
+        let limiter = Limiter::new(config.max_tracked_keys);
+        Self {
+            snapshot: ArcSwap::from_pointee(Snapshot::new(config, 1)),
+            limiter,
+            slots,
+            clock: MonotonicClock::new(),
+            counters: Counters::default(),
+        }
+    }
+}
+
+/// The Pingora proxy.
+pub struct Sekisho {
+    state: Arc<State>,
+}
+
+impl Sekisho {
+    /// A proxy over shared state.
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+/// Per-request context.
+pub struct Ctx {
+    snapshot: Arc<Snapshot>,
+    /// Upstream connection attempts so far.
+    tries: usize,
+    /// Index in the pool of the peer tried last.
+    peer: usize,
+}
+
+#[async_trait]
+impl ProxyHttp for Sekisho {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            snapshot: self.state.snapshot.load_full(),
+            tries: 0,
+            peer: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let snap = &ctx.snapshot;
+        let policy = &snap.config.policy;
+        let req = session.req_header();
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let ip = client_ip(peer, &req.headers, &snap.config.client_ip);
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host())
+            .map(strip_port)
+            .unwrap_or("");
+        let user_agent = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let facts = Facts {
+            ip,
+            method: req.method.as_str(),
+            host,
+            path: req.uri.path(),
+            user_agent,
+            headers: Some(&req.headers),
+        };
+        let decision = policy.decide(&facts, &self.state.limiter, self.state.clock.now());
+        let c = &self.state.counters;
+        let (rule, retry_after) = match decision {
+            Decision::Allow => {
+                c.allowed.fetch_add(1, Ordering::Relaxed);
+                return Ok(false);
+            }
+            Decision::AllowListed => {
+                c.allow_listed.fetch_add(1, Ordering::Relaxed);
+                return Ok(false);
+            }
+            Decision::Count { rule } => {
+                c.counted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%ip, rule = policy.name_of(rule), path = facts.path, "count: would have refused");
+                return Ok(false);
+            }
+            Decision::Deny { rule } => {
+                c.denied.fetch_add(1, Ordering::Relaxed);
+                (rule, None)
+            }
+            Decision::Limit { rule, retry_after } => {
+                c.limited.fetch_add(1, Ordering::Relaxed);
+                (rule, Some(retry_after))
+            }
+        };
+        let response = policy.response_of(rule);
+        let is_head = req.method == http::Method::HEAD;
+        // A refused request's body is not worth reading: keep the connection only when there
+        // is none to drain.
+        let has_body = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+            || req.headers.contains_key(http::header::TRANSFER_ENCODING);
+        let mut header = ResponseHeader::build(response.status, Some(5))?;
+        header.insert_header(http::header::CONTENT_LENGTH, response.body.len())?;
+        header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        if let (true, Some(secs)) = (response.retry_after, retry_after) {
+            header.insert_header(http::header::RETRY_AFTER, secs)?;
+        }
+        if has_body {
+            session.set_keepalive(None);
+        }
+        let body_follows = !is_head && !response.body.is_empty();
+        session
+            .write_response_header(Box::new(header), !body_follows)
+            .await?;
+        if body_follows {
+            session
+                .write_response_body(Some(response.body.clone()), true)
+                .await?;
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let pool = &ctx.snapshot.upstreams;
+        let Some(idx) = pool.pick(ctx.tries, self.state.clock.now()) else {
+            return Error::e_explain(ErrorType::ConnectNoRoute, "no upstream configured");
+        };
+        ctx.peer = idx;
+        ctx.tries += 1;
+        let o = &ctx.snapshot.config.upstream_options;
+        let mut peer = HttpPeer::new(pool.addr(idx), false, String::new());
+        peer.options.connection_timeout = Some(o.connect_timeout);
+        peer.options.read_timeout = Some(o.read_timeout);
+        peer.options.write_timeout = Some(o.write_timeout);
+        peer.options.idle_timeout = Some(o.idle_timeout);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let pool = &ctx.snapshot.upstreams;
+        pool.mark_down(ctx.peer, self.state.clock.now());
+        if ctx.tries < pool.len() {
+            e.set_retry(true);
+        }
+        e
+    }
+}
+
+/// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

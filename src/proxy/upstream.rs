@@ -1,0 +1,108 @@
+//! The upstream peers: round robin, with a peer that refused a connection skipped for a while.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::config::Upstream;
+use crate::limiter::Nanos;
+
+/// Round-robin over peers with passive health: a failed connect marks a peer down for
+/// `down_for`; a down peer is skipped unless every peer is down (then all are tried in turn).
+#[derive(Debug)]
+pub struct UpstreamPool {
+    peers: Vec<(SocketAddr, AtomicU64)>,
+    next: AtomicUsize,
+    down_for: Nanos,
+}
+
+impl UpstreamPool {
+    /// A pool of `upstreams`, all up.
+    pub fn new(upstreams: &[Upstream], down_for: Duration) -> Self {
+        Self {
+            peers: upstreams
+                .iter()
+                .map(|u| (u.addr, AtomicU64::new(0)))
+                .collect(),
+            next: AtomicUsize::new(0),
+            down_for: u64::try_from(down_for.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The peer for attempt `try_no` (0 first) of a request: the next healthy peer in turn.
+    pub fn pick(&self, try_no: usize, now: Nanos) -> Option<usize> {
+        let n = self.peers.len();
+        if n == 0 {
+            return None;
+        }
+        let start = if try_no == 0 {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.next.load(Ordering::Relaxed).wrapping_add(try_no)
+        };
+        let healthy = (0..n)
+            .map(|i| start.wrapping_add(i) % n)
+            .find(|&i| self.peers[i].1.load(Ordering::Relaxed) <= now);
+        Some(healthy.unwrap_or(start % n))
+    }
+
+    /// Records a failed connect to peer `idx`.
+    pub fn mark_down(&self, idx: usize, now: Nanos) {
+        if let Some((addr, until)) = self.peers.get(idx) {
+            until.store(now.saturating_add(self.down_for), Ordering::Relaxed);
+            tracing::warn!(upstream = %addr, "connect failed; peer skipped for a while");
+        }
+    }
+
+    /// The address of peer `idx`.
+    pub fn addr(&self, idx: usize) -> SocketAddr {
+        self.peers[idx].0
+    }
+
+    /// How many peers.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether there is no peer.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> UpstreamPool {
+        let ups: Vec<Upstream> = (0..n)
+            .map(|i| Upstream {
+                name: format!("p{i}"),
+                addr: SocketAddr::from(([127, 0, 0, 1], 8000 + i as u16)),
+            })
+            .collect();
+        UpstreamPool::new(&ups, Duration::from_secs(10))
+    }
+
+    #[test]
+    fn round_robin_skips_down_peers() {
+        let p = pool(3);
+        let picks: Vec<usize> = (0..3).map(|_| p.pick(0, 0).unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 2]);
+        p.mark_down(1, 0);
+        let picks: Vec<usize> = (0..4).map(|_| p.pick(0, 1).unwrap()).collect();
+        assert!(!picks.contains(&1));
+        // after down_for the peer is back
+        let later = 11_000_000_000;
+        assert!((0..3).any(|_| p.pick(0, later) == Some(1)));
+    }
+
+    #[test]
+    fn all_down_still_tries() {
+        let p = pool(2);
+        p.mark_down(0, 0);
+        p.mark_down(1, 0);
+        assert!(p.pick(0, 1).is_some());
+        assert_eq!(pool(0).pick(0, 0), None);
+    }
+}
