@@ -86,13 +86,16 @@ pub fn field_path_at(text: &str, line: u64, column: u64) -> String {
     let mut threshold = col0 + 1;
     if let Some((k, key)) = info.key {
         if k <= col0 {
+            // The last flow key before the column (one level of `{ }`), then the block key.
+            if let Some((_, fkey)) = flow_keys(current)
+                .into_iter()
+                .filter(|(fk, _)| *fk > k && *fk <= col0)
+                .last()
+            {
+                segments.push(fkey.to_string());
+            }
             segments.push(key.to_string());
             threshold = k;
-            for (fk, fkey) in flow_keys(current) {
-                if fk > k && fk <= col0 {
-                    segments.push(fkey.to_string());
-                }
-            }
         }
     }
     if let Some(d) = info.dash {

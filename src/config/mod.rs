@@ -482,7 +482,7 @@ impl Validator {
         match RegexBuilder::new(&r.value).size_limit(1 << 20).build() {
             Ok(re) => Some(re),
             Err(e) => {
-                let msg = e.to_string().replace('\n', " ");
+                let msg = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
                 self.err(r, field, format!("bad regex: {msg}"));
                 None
             }
@@ -551,11 +551,11 @@ impl Validator {
         if let Some(b) = &resp.body {
             out.body = Bytes::from(b.value.clone());
         }
-        if resp.retry_after == Some(true) {
+        if let Some(ra) = resp.retry_after.as_ref().filter(|ra| ra.value) {
             if is_limit {
                 out.retry_after = true;
             } else {
-                self.err(&r.name, format!("{at}.response.retry_after"), "retry_after applies to limit rules only");
+                self.err(ra, format!("{at}.response.retry_after"), "retry_after applies to limit rules only");
             }
         }
         out

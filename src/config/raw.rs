@@ -98,7 +98,7 @@ pub struct RawLimit {
 pub struct RawResponse {
     pub status: Option<S<u16>>,
     pub body: Option<S<String>>,
-    pub retry_after: Option<bool>,
+    pub retry_after: Option<S<bool>>,
 }
 
 /// `mode:` of a rule or list.

@@ -1,0 +1,191 @@
+//! Config tests: YAML text in, a model or positioned errors out.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
+    parse(text, Path::new("t.yaml"), &SlotRegistry::default())
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match parse_str(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn the_issue_example_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("conf")).unwrap();
+    std::fs::write(dir.path().join("conf/deny.txt"), "203.0.113.0/24\n").unwrap();
+    let text = r#"
+listen: ["0.0.0.0:8080", "[::]:8080"]
+upstreams: ["127.0.0.1:8000"]
+client_ip:
+  trusted_proxies: ["10.0.0.0/8"]
+  header: X-Forwarded-For
+  ipv6_prefix: 64
+lists:
+  allow: { cidrs: ["192.0.2.10/32"] }
+  deny: { files: ["conf/deny.txt"], cidrs: ["198.51.100.0/24"] }
+max_tracked_keys: 1000000
+rules:
+  - name: login
+    match: { path_prefix: /login, methods: [POST] }
+    limit: { rate: 5/min, burst: 10, key: ip }
+    response: { status: 429, retry_after: true }
+  - name: scraper-ua
+    match: { user_agent: "(?i)msnbot|bingbot" }
+    limit: { rate: 1/s, burst: 5, key: ip }
+  - name: wp-probes
+    match: { path_regex: "^/(wp-admin|wp-login\\.php|\\.env)" }
+    action: deny
+  - name: per-ip
+    limit: { rate: 20/s, burst: 100, key: ip }
+    mode: count
+"#;
+    let c = parse(text, &dir.path().join("sekisho.yaml"), &SlotRegistry::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listen.len(), 2);
+    assert_eq!(c.policy.rules.len(), 4);
+    assert_eq!(c.policy.deny.entries(), 2);
+    assert_eq!(c.policy.rules[0].response.status, 429);
+    assert!(c.policy.rules[0].response.retry_after);
+    assert_eq!(c.policy.rules[3].mode, Mode::Count);
+    assert_eq!(c.max_tracked_keys, 1_000_000);
+    assert_eq!(c.list_files.len(), 1);
+}
+
+#[test]
+fn defaults_are_safe() {
+    let c = parse_str("upstreams: [\"127.0.0.1:8000\"]\n").unwrap();
+    assert_eq!(c.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+    assert_eq!(c.grace_period, Duration::from_secs(5));
+    assert_eq!(c.client_ip.ipv6_prefix, 64);
+    assert!(c.client_ip.trusted_proxies.is_empty());
+    assert_eq!(c.max_tracked_keys, DEFAULT_MAX_TRACKED_KEYS);
+    assert!(c.policy.rules.is_empty());
+}
+
+#[test]
+fn unknown_key_names_line_column_and_field() {
+    let e = errors("upstreams: [\"127.0.0.1:8000\"]\nrules:\n  - name: a\n    limit:\n      rat: 5/s\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("t.yaml:5:7: rules[0].limit.rat: unknown field `rat`"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn yaml_syntax_error_has_a_position() {
+    let e = errors("upstreams: [\"127.0.0.1:8000\"\nrules: [\n");
+    assert!(e[0].starts_with("t.yaml:"), "{}", e[0]);
+    assert!(!e[0].starts_with("t.yaml:0:0"), "{}", e[0]);
+}
+
+#[test]
+fn every_validation_error_is_reported_with_its_position() {
+    let text = "\
+upstreams: [\"127.0.0.1:8000\"]
+listen: [\"0.0.0.0\"]
+grace_period: 5
+client_ip: { trusted_proxies: [10.0.0.0/33], ipv6_prefix: 129 }
+lists:
+  deny: { cidrs: [\"not-an-ip\"] }
+rules:
+  - name: a
+    limit: { rate: 10/x }
+  - name: a
+    action: deny
+  - name: both
+    action: deny
+    limit: { rate: 1/s }
+  - name: neither
+  - name: badkey
+    limit: { rate: 1/s, burst: 0 }
+  - name: k
+    limit: { rate: 1/s, key: cookie }
+  - name: m
+    match: { path_prefix: login, path_regex: \"(\", methods: [\"G3T\"] }
+    action: deny
+    response: { status: 700, retry_after: true }
+";
+    let e = errors(text);
+    let want = [
+        "t.yaml:2:10: listen[0]:",
+        "t.yaml:3:15: grace_period: \"5\" needs a unit",
+        "t.yaml:4:32: client_ip.trusted_proxies[0]:",
+        "t.yaml:4:59: client_ip.ipv6_prefix:",
+        "t.yaml:6:19: lists.deny.cidrs[0]:",
+        "t.yaml:9:20: rules[0].limit.rate: unknown unit \"x\"",
+        "t.yaml:10:11: rules[1].name: duplicate rule name \"a\"",
+        "t.yaml:13:13: rules[2].action: give either",
+        "t.yaml:15:11: rules[3]: a rule needs",
+        "t.yaml:17:32: rules[4].limit.burst: must be at least 1",
+        "t.yaml:19:30: rules[5].limit.key:",
+        "t.yaml:21:27: rules[6].match.path_prefix:",
+        "t.yaml:21:46: rules[6].match.path_regex: bad regex",
+        "t.yaml:21:61: rules[6].match.methods[0]:",
+        "t.yaml:23:25: rules[6].response.status:",
+        "t.yaml:23:43: rules[6].response.retry_after:",
+    ];
+    for w in want {
+        assert!(e.iter().any(|l| l.starts_with(w)), "missing {w:?} in:\n{}", e.join("\n"));
+    }
+    assert_eq!(e.len(), want.len(), "{}", e.join("\n"));
+}
+
+#[test]
+fn list_file_errors_name_the_list_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = std::fs::File::create(dir.path().join("deny.txt")).unwrap();
+    for i in 0..1000 {
+        writeln!(f, "10.{}.{}.0/24", i / 256, i % 256).unwrap();
+    }
+    writeln!(f, "# comment\n10.99.0.0/16 # trailing comment\n  10.0.0.300").unwrap();
+    drop(f);
+    let cfg = dir.path().join("s.yaml");
+    let text = "upstreams: [\"127.0.0.1:8000\"]\nlists:\n  deny: { files: [deny.txt, missing.txt] }\n";
+    let e = parse(text, &cfg, &SlotRegistry::default()).unwrap_err();
+    let lines: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+    let deny = dir.path().join("deny.txt");
+    assert!(
+        lines.iter().any(|l| l.starts_with(&format!("{}:1003:3: lists.deny.files[0]: \"10.0.0.300\"", deny.display()))),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(":3:29: lists.deny.files[1]: cannot read list file")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+    assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+    assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    assert!(parse_duration("5").is_err());
+    assert!(parse_duration("5 parsecs").is_err());
+    assert!(parse_duration("").is_err());
+}
+
+#[test]
+fn shipped_configs_validate() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            load(&p, &SlotRegistry::default()).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}
