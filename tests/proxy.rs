@@ -1,0 +1,189 @@
+//! The real binary over real sockets on loopback: pass-through, lists, limits, identity, IPv6,
+//! upstream failure.
+
+mod support;
+
+use support::{free_port, get_from, get_with, Conn, Origin, Proxy};
+
+fn upstream(origin: &Origin) -> String {
+    format!("upstreams: [\"{}\"]\n", origin.addr)
+}
+
+#[test]
+fn passes_status_headers_and_bodies_through() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&upstream(&origin));
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+
+    let r = c
+        .request("GET", "/hello?x=1", &[("Host", "shop.example"), ("X-Custom", "1")], b"")
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "ok\n");
+    assert_eq!(r.header("x-origin"), Some("sekisho-demo"));
+    // the Host header reaches the origin unchanged
+    assert_eq!(r.header("x-origin-host"), Some("shop.example"));
+
+    let r = c.request("POST", "/echo", &[], b"name=sekisho&x=42").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "name=sekisho&x=42");
+
+    let r = c.get("/status/404").unwrap();
+    assert_eq!(r.status, 404);
+    let r = c.request("HEAD", "/", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.hits(), 4);
+}
+
+#[test]
+fn deny_listed_source_gets_403_and_origin_sees_nothing() {
+    let origin = Origin::start();
+    let body = format!(
+        "{}lists:\n  deny: {{ files: [deny.txt], cidrs: [\"127.0.0.4/32\"] }}\n",
+        upstream(&origin)
+    );
+    let proxy = Proxy::start_with(&body, |dir| {
+        std::fs::write(dir.join("deny.txt"), "# test\n127.0.0.2\n").unwrap();
+    });
+    for src in ["127.0.0.2", "127.0.0.4"] {
+        let mut c = Conn::open(Some(src), proxy.addr()).unwrap();
+        for _ in 0..3 {
+            let r = c.get("/").unwrap();
+            assert_eq!(r.status, 403, "from {src}");
+            assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+        }
+    }
+    assert_eq!(origin.hits(), 0, "the origin saw a denied request");
+    assert_eq!(get_from(Some("127.0.0.3"), proxy.addr(), "/").status, 200);
+    assert_eq!(origin.hits(), 1);
+}
+
+#[test]
+fn per_ip_limit_lets_exactly_burst_through_on_a_kept_alive_connection() {
+    let origin = Origin::start();
+    let body = format!(
+        "{}rules:\n  - name: per-ip\n    limit: {{ rate: 1/h, burst: 5 }}\n",
+        upstream(&origin)
+    );
+    let proxy = Proxy::start(&body);
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+    let statuses: Vec<u16> = (0..8).map(|_| c.get("/").unwrap().status).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 403, 403, 403]);
+    assert_eq!(origin.hits(), 5);
+    // HEAD refusals carry Content-Length but no body, and the connection stays usable
+    let r = c.request("HEAD", "/", &[], b"").unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(c.get("/").unwrap().status, 403);
+}
+
+#[test]
+fn login_limit_does_not_affect_other_paths() {
+    let origin = Origin::start();
+    let body = format!(
+        "{}rules:\n  - name: login\n    match: {{ path_prefix: /login, methods: [POST] }}\n    limit: {{ rate: 1/h, burst: 2 }}\n    response: {{ status: 429, retry_after: true, body: \"slow down\\n\" }}\n",
+        upstream(&origin)
+    );
+    let proxy = Proxy::start(&body);
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+    for _ in 0..2 {
+        assert_eq!(c.request("POST", "/login", &[], b"u=a&p=b").unwrap().status, 200);
+    }
+    let r = c.request("POST", "/login", &[], b"u=a&p=b").unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.text(), "slow down\n");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "retry-after {retry}");
+    // a refused request with a body closes the connection; use a new one
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+    for _ in 0..10 {
+        assert_eq!(c.get("/").unwrap().status, 200);
+    }
+    // GET /login is not limited (the rule is for POST)
+    assert_eq!(c.get("/login").unwrap().status, 200);
+}
+
+#[test]
+fn two_sources_have_separate_buckets() {
+    let origin = Origin::start();
+    let body = format!(
+        "{}rules:\n  - name: per-ip\n    limit: {{ rate: 1/h, burst: 3 }}\n",
+        upstream(&origin)
+    );
+    let proxy = Proxy::start(&body);
+    for src in ["127.0.0.2", "127.0.0.3"] {
+        let mut c = Conn::open(Some(src), proxy.addr()).unwrap();
+        let s: Vec<u16> = (0..4).map(|_| c.get("/").unwrap().status).collect();
+        assert_eq!(s, vec![200, 200, 200, 403], "from {src}");
+    }
+}
+
+#[test]
+fn forwarded_for_is_honoured_only_from_trusted_proxies() {
+    let origin = Origin::start();
+    let body = format!(
+        "{}client_ip:\n  trusted_proxies: [\"127.0.0.2/32\"]\nlists:\n  deny: {{ cidrs: [\"203.0.113.7\"] }}\nrules:\n  - name: per-client\n    limit: {{ rate: 1/h, burst: 2 }}\n",
+        upstream(&origin)
+    );
+    let proxy = Proxy::start(&body);
+    let xff = |v: &'static str| [("X-Forwarded-For", v)];
+    // trusted peer: the forwarded client is judged
+    let r = get_with(Some("127.0.0.2"), proxy.addr(), "/", &xff("203.0.113.7"));
+    assert_eq!(r.status, 403);
+    // untrusted peer: the header is ignored, the peer itself is judged
+    let r = get_with(Some("127.0.0.3"), proxy.addr(), "/", &xff("203.0.113.7"));
+    assert_eq!(r.status, 200);
+    // buckets follow the forwarded client: two clients behind one proxy
+    for client in ["198.51.100.1", "198.51.100.2"] {
+        let s: Vec<u16> = (0..3)
+            .map(|_| {
+                get_with(Some("127.0.0.2"), proxy.addr(), "/", &[("X-Forwarded-For", client)]).status
+            })
+            .collect();
+        assert_eq!(s, vec![200, 200, 403], "client {client}");
+    }
+    // a forged left-most entry does not help: the right-most untrusted address is the client
+    let r = get_with(
+        Some("127.0.0.2"),
+        proxy.addr(),
+        "/",
+        &xff("198.51.100.99, 203.0.113.7"),
+    );
+    assert_eq!(r.status, 403);
+}
+
+#[test]
+fn ipv6_clients_work() {
+    let origin = Origin::start();
+    let body = format!(
+        "{}rules:\n  - name: per-ip\n    limit: {{ rate: 1/h, burst: 2 }}\n",
+        upstream(&origin)
+    );
+    let proxy = Proxy::start(&body);
+    let mut c = Conn::open(None, proxy.addr_v6()).unwrap();
+    let s: Vec<u16> = (0..3).map(|_| c.get("/").unwrap().status).collect();
+    assert_eq!(s, vec![200, 200, 403]);
+    // ::1 and 127.0.0.1 are different clients
+    assert_eq!(get_from(None, proxy.addr(), "/").status, 200);
+}
+
+#[test]
+fn upstream_down_gives_502_and_the_proxy_keeps_serving() {
+    let dead = free_port("127.0.0.1");
+    let mut proxy = Proxy::start(&format!("upstreams: [\"127.0.0.1:{dead}\"]\n"));
+    for _ in 0..3 {
+        assert_eq!(get_from(None, proxy.addr(), "/").status, 502);
+    }
+    assert!(proxy.alive());
+
+    // with a live peer beside the dead one, every request is served
+    let origin = Origin::start();
+    let proxy = Proxy::start(&format!(
+        "upstreams: [\"127.0.0.1:{dead}\", \"{}\"]\n",
+        origin.addr
+    ));
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+    for i in 0..6 {
+        assert_eq!(c.get("/").unwrap().status, 200, "request {i}");
+    }
+    assert_eq!(origin.hits(), 6);
+}

@@ -1,0 +1,285 @@
+//! Test support: a counting origin, the real `sekisho` binary on ephemeral loopback ports, and
+//! a small HTTP/1.1 client that can bind its source address (127.0.0.2, 127.0.0.3, ...).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The demo origin on 127.0.0.1, in its own runtime thread; counts the requests it served.
+pub struct Origin {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicU64>,
+}
+
+impl Origin {
+    pub fn start() -> Self {
+        let std_listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("origin addr");
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("origin runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
+                sekisho::origin::serve(listener, h).await;
+            });
+        });
+        Self { addr, hits }
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A port that was free a moment ago on `ip`.
+pub fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The real binary, running a config written for the test.
+pub struct Proxy {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Proxy {
+    /// Starts `sekisho run` with `body` (the config without `listen`), listening on
+    /// 127.0.0.1 and [::1] at one ephemeral port. Retries with another port if that one was
+    /// taken in between.
+    pub fn start(body: &str) -> Self {
+        Self::start_with(body, |_| {})
+    }
+
+    /// Like [`start`](Self::start), with a hook to write extra files (list files) first.
+    pub fn start_with(body: &str, prepare: impl Fn(&std::path::Path)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        prepare(dir.path());
+        for _attempt in 0..5 {
+            let port = free_port("127.0.0.1");
+            let config = dir.path().join("sekisho.yaml");
+            let text = format!(
+                "listen: [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\nthreads: 1\ngrace_period: 0s\ngraceful_shutdown_timeout: 1s\n{body}"
+            );
+            std::fs::write(&config, text).expect("write config");
+            let mut child = Command::new(env!("CARGO_BIN_EXE_sekisho"))
+                .args(["run", "-c"])
+                .arg(&config)
+                .env("SEKISHO_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn sekisho");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // exited: port taken or config error; try again
+                }
+                let v4 = TcpStream::connect(("127.0.0.1", port)).is_ok();
+                let v6 = TcpStream::connect(("::1", port)).is_ok();
+                if v4 && v6 {
+                    return Self {
+                        child,
+                        port,
+                        dir,
+                        config,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("sekisho did not start listening on port {port}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("sekisho did not start (see its stderr above)");
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn addr_v6(&self) -> SocketAddr {
+        SocketAddr::new("::1".parse().expect("::1"), self.port)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection from a chosen source address.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    /// Connects to `to` from `from` (any port), e.g. from 127.0.0.2.
+    pub fn open(from: Option<&str>, to: SocketAddr) -> std::io::Result<Self> {
+        let stream = match from {
+            None => TcpStream::connect(to)?,
+            Some(src) => {
+                let src: IpAddr = src.parse().expect("source ip");
+                let domain = if src.is_ipv6() {
+                    socket2::Domain::IPV6
+                } else {
+                    socket2::Domain::IPV4
+                };
+                let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+                s.bind(&SocketAddr::new(src, 0).into())?;
+                s.connect(&to.into())?;
+                s.into()
+            }
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends one request and reads its response.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
+        let mut req = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            req.push_str("Host: test.local\r\n");
+        }
+        for (n, v) in headers {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" {
+            req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        req.push_str("\r\n");
+        let stream = self.reader.get_mut();
+        stream.write_all(req.as_bytes())?;
+        stream.write_all(body)?;
+        read_response(&mut self.reader, method == "HEAD")
+    }
+
+    pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
+        self.request("GET", path, &[], b"")
+    }
+}
+
+fn read_response(r: &mut BufReader<TcpStream>, head: bool) -> std::io::Result<Response> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(&format!("bad status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = h.split_once(':') {
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let mut resp = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head {
+        return Ok(resp);
+    }
+    let chunked = resp
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    if let Some(len) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        let mut body = vec![0; len];
+        r.read_exact(&mut body)?;
+        resp.body = body;
+    } else if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size)?;
+            let n = usize::from_str_radix(size.trim(), 16).map_err(|_| bad("chunk size"))?;
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            resp.body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        r.read_to_end(&mut resp.body)?;
+    }
+    Ok(resp)
+}
+
+/// One request on a fresh connection.
+pub fn get_from(from: Option<&str>, to: SocketAddr, path: &str) -> Response {
+    Conn::open(from, to)
+        .and_then(|mut c| c.get(path))
+        .unwrap_or_else(|e| panic!("GET {path} from {from:?}: {e}"))
+}
+
+/// One request with headers on a fresh connection.
+pub fn get_with(from: Option<&str>, to: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    Conn::open(from, to)
+        .and_then(|mut c| c.request("GET", path, headers, b""))
+        .unwrap_or_else(|e| panic!("GET {path} from {from:?}: {e}"))
+}
