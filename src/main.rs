@@ -1,5 +1,6 @@
 //! The `sekisho` command: `run`, `check`, `demo-origin`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
@@ -9,7 +10,11 @@ use clap::{Parser, Subcommand};
 use sekisho::engine::SlotRegistry;
 
 #[derive(Parser)]
-#[command(name = "sekisho", version, about = "A rate-limiting, deny-listing reverse proxy on Pingora")]
+#[command(
+    name = "sekisho",
+    version,
+    about = "A rate-limiting, deny-listing reverse proxy on Pingora"
+)]
 struct Cli {
     /// The config file (same as `run --config`).
     #[arg(short = 'c', long = "config", global = true)]
@@ -40,8 +45,13 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let config_path = || cli.config.clone().unwrap_or_else(|| PathBuf::from("conf/sekisho.yaml"));
+    let config_path = || {
+        cli.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("conf/sekisho.yaml"))
+    };
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => {
             let path = config_path();
@@ -71,7 +81,11 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(errors) => {
                     eprintln!("{errors}");
-                    eprintln!("{}: not started, {} error(s)", path.display(), errors.0.len());
+                    eprintln!(
+                        "{}: not started, {} error(s)",
+                        path.display(),
+                        errors.0.len()
+                    );
                     return ExitCode::from(1);
                 }
             };
@@ -87,7 +101,10 @@ fn main() -> ExitCode {
             server.run_forever()
         }
         Command::DemoOrigin { listen } => {
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start runtime: {e}");

@@ -16,7 +16,12 @@ fn passes_status_headers_and_bodies_through() {
     let mut c = Conn::open(None, proxy.addr()).unwrap();
 
     let r = c
-        .request("GET", "/hello?x=1", &[("Host", "shop.example"), ("X-Custom", "1")], b"")
+        .request(
+            "GET",
+            "/hello?x=1",
+            &[("Host", "shop.example"), ("X-Custom", "1")],
+            b"",
+        )
         .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "ok\n");
@@ -24,7 +29,9 @@ fn passes_status_headers_and_bodies_through() {
     // the Host header reaches the origin unchanged
     assert_eq!(r.header("x-origin-host"), Some("shop.example"));
 
-    let r = c.request("POST", "/echo", &[], b"name=sekisho&x=42").unwrap();
+    let r = c
+        .request("POST", "/echo", &[], b"name=sekisho&x=42")
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "name=sekisho&x=42");
 
@@ -50,7 +57,10 @@ fn deny_listed_source_gets_403_and_origin_sees_nothing() {
         for _ in 0..3 {
             let r = c.get("/").unwrap();
             assert_eq!(r.status, 403, "from {src}");
-            assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+            assert_eq!(
+                r.header("content-length"),
+                Some(r.body.len().to_string().as_str())
+            );
         }
     }
     assert_eq!(origin.hits(), 0, "the origin saw a denied request");
@@ -86,7 +96,10 @@ fn login_limit_does_not_affect_other_paths() {
     let proxy = Proxy::start(&body);
     let mut c = Conn::open(None, proxy.addr()).unwrap();
     for _ in 0..2 {
-        assert_eq!(c.request("POST", "/login", &[], b"u=a&p=b").unwrap().status, 200);
+        assert_eq!(
+            c.request("POST", "/login", &[], b"u=a&p=b").unwrap().status,
+            200
+        );
     }
     let r = c.request("POST", "/login", &[], b"u=a&p=b").unwrap();
     assert_eq!(r.status, 429);
@@ -136,7 +149,13 @@ fn forwarded_for_is_honoured_only_from_trusted_proxies() {
     for client in ["198.51.100.1", "198.51.100.2"] {
         let s: Vec<u16> = (0..3)
             .map(|_| {
-                get_with(Some("127.0.0.2"), proxy.addr(), "/", &[("X-Forwarded-For", client)]).status
+                get_with(
+                    Some("127.0.0.2"),
+                    proxy.addr(),
+                    "/",
+                    &[("X-Forwarded-For", client)],
+                )
+                .status
             })
             .collect();
         assert_eq!(s, vec![200, 200, 403], "client {client}");

@@ -89,8 +89,8 @@ pub fn field_path_at(text: &str, line: u64, column: u64) -> String {
             // The last flow key before the column (one level of `{ }`), then the block key.
             if let Some((_, fkey)) = flow_keys(current)
                 .into_iter()
-                .filter(|(fk, _)| *fk > k && *fk <= col0)
-                .last()
+                .rev()
+                .find(|(fk, _)| *fk > k && *fk <= col0)
             {
                 segments.push(fkey.to_string());
             }
@@ -112,13 +112,15 @@ pub fn field_path_at(text: &str, line: u64, column: u64) -> String {
             continue;
         }
         if let Some((k, key)) = info.key {
-            let parent = k < threshold || (same_col_key_ok && info.dash.is_none() && k == threshold);
-            if parent && info.dash.is_none_or(|d| d < threshold) {
-                if info.dash.is_none() || k < threshold {
-                    segments.push(key.to_string());
-                    threshold = k;
-                    same_col_key_ok = false;
-                }
+            let parent =
+                k < threshold || (same_col_key_ok && info.dash.is_none() && k == threshold);
+            if parent
+                && info.dash.is_none_or(|d| d < threshold)
+                && (info.dash.is_none() || k < threshold)
+            {
+                segments.push(key.to_string());
+                threshold = k;
+                same_col_key_ok = false;
             }
         }
         if let Some(d) = info.dash {

@@ -195,7 +195,11 @@ impl Validator {
         }
         let threads = match &raw.threads {
             Some(t) if t.value == 0 => {
-                self.err(t, "threads", "must be at least 1 (leave it out to use one per CPU)");
+                self.err(
+                    t,
+                    "threads",
+                    "must be at least 1 (leave it out to use one per CPU)",
+                );
                 1
             }
             Some(t) => t.value,
@@ -219,7 +223,11 @@ impl Validator {
                     name: u.value.clone(),
                     addr,
                 }),
-                Ok(None) => self.err(u, format!("upstreams[{i}]"), format!("{:?} resolves to no address", u.value)),
+                Ok(None) => self.err(
+                    u,
+                    format!("upstreams[{i}]"),
+                    format!("{:?} resolves to no address", u.value),
+                ),
                 Err(e) => self.err(
                     u,
                     format!("upstreams[{i}]"),
@@ -279,7 +287,9 @@ impl Validator {
         let allow = self.list(lists.and_then(|l| l.allow.as_ref()), "lists.allow");
         if let Some(m) = lists.and_then(|l| l.allow.as_ref()).and_then(|a| a.mode) {
             if m == Mode::Count {
-                let at = lists.and_then(|l| l.allow.as_ref()).and_then(|a| a.cidrs.first().or(a.files.first()));
+                let at = lists
+                    .and_then(|l| l.allow.as_ref())
+                    .and_then(|a| a.cidrs.first().or(a.files.first()));
                 if let Some(at) = at {
                     self.err(at, "lists.allow.mode", "the allow list has no count mode");
                 }
@@ -326,12 +336,20 @@ impl Validator {
             if let Some(h) = &c.header {
                 match HeaderName::from_bytes(h.value.trim().as_bytes()) {
                     Ok(n) => header = n,
-                    Err(_) => self.err(h, "client_ip.header", format!("{:?} is not a header name", h.value)),
+                    Err(_) => self.err(
+                        h,
+                        "client_ip.header",
+                        format!("{:?} is not a header name", h.value),
+                    ),
                 }
             }
             if let Some(p) = &c.ipv6_prefix {
                 if p.value > 128 {
-                    self.err(p, "client_ip.ipv6_prefix", "must be from 0 to 128 (64 groups a typical customer's network)");
+                    self.err(
+                        p,
+                        "client_ip.ipv6_prefix",
+                        "must be from 0 to 128 (64 groups a typical customer's network)",
+                    );
                 } else {
                     ipv6_prefix = p.value;
                 }
@@ -373,7 +391,11 @@ impl Validator {
                         }
                     }
                 },
-                Err(e) => self.err(f, fname, format!("cannot read list file {}: {e}", path.display())),
+                Err(e) => self.err(
+                    f,
+                    fname,
+                    format!("cannot read list file {}: {e}", path.display()),
+                ),
             }
             self.list_files.push(path);
         }
@@ -413,7 +435,11 @@ impl Validator {
                     None => RuleKind::Deny,
                 },
                 (Some(a), Some(_)) => {
-                    self.err(a, format!("{at}.action"), "give either `action: deny` or `limit:`, not both");
+                    self.err(
+                        a,
+                        format!("{at}.action"),
+                        "give either `action: deny` or `limit:`, not both",
+                    );
                     RuleKind::Deny
                 }
                 (None, None) => {
@@ -446,7 +472,11 @@ impl Validator {
         for (key, v) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
             if let Some(p) = v {
                 if !p.value.starts_with('/') {
-                    self.err(p, format!("{at}.match.{key}"), format!("{:?} must start with '/'", p.value));
+                    self.err(
+                        p,
+                        format!("{at}.match.{key}"),
+                        format!("{:?} must start with '/'", p.value),
+                    );
                 }
             }
         }
@@ -463,14 +493,25 @@ impl Validator {
         for (i, meth) in m.methods.iter().enumerate() {
             let up = meth.value.trim().to_ascii_uppercase();
             if up.is_empty() || !up.bytes().all(|b| b.is_ascii_uppercase()) {
-                self.err(meth, format!("{at}.match.methods[{i}]"), format!("{:?} is not an HTTP method (GET, POST, ...)", meth.value));
+                self.err(
+                    meth,
+                    format!("{at}.match.methods[{i}]"),
+                    format!("{:?} is not an HTTP method (GET, POST, ...)", meth.value),
+                );
             } else {
                 out.methods.push(up);
             }
         }
         if let Some(h) = &m.host {
             if h.value.trim().is_empty() || h.value.contains(['/', ' ', ':']) {
-                self.err(h, format!("{at}.match.host"), format!("{:?} is not a host name (example.com or *.example.com, no port)", h.value));
+                self.err(
+                    h,
+                    format!("{at}.match.host"),
+                    format!(
+                        "{:?} is not a host name (example.com or *.example.com, no port)",
+                        h.value
+                    ),
+                );
             } else {
                 out.host = Some(HostMatch::parse(&h.value));
             }
@@ -482,7 +523,11 @@ impl Validator {
         match RegexBuilder::new(&r.value).size_limit(1 << 20).build() {
             Ok(re) => Some(re),
             Err(e) => {
-                let msg = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                let msg = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 self.err(r, field, format!("bad regex: {msg}"));
                 None
             }
@@ -509,7 +554,11 @@ impl Validator {
             None => count,
         };
         let Some(quota) = Quota::new(count, period, burst) else {
-            self.err(rate, format!("{at}.limit"), "rate times burst is out of range");
+            self.err(
+                rate,
+                format!("{at}.limit"),
+                "rate times burst is out of range",
+            );
             return None;
         };
         let key = match &l.value.key {
@@ -521,12 +570,20 @@ impl Validator {
                     Some(h) => match HeaderName::from_bytes(h.trim().as_bytes()) {
                         Ok(n) => KeyKind::Header(n),
                         Err(_) => {
-                            self.err(k, format!("{at}.limit.key"), format!("{h:?} is not a header name"));
+                            self.err(
+                                k,
+                                format!("{at}.limit.key"),
+                                format!("{h:?} is not a header name"),
+                            );
                             return None;
                         }
                     },
                     None => {
-                        self.err(k, format!("{at}.limit.key"), format!("{other:?}: use ip, ip_path or header:NAME"));
+                        self.err(
+                            k,
+                            format!("{at}.limit.key"),
+                            format!("{other:?}: use ip, ip_path or header:NAME"),
+                        );
                         return None;
                     }
                 },
@@ -555,7 +612,11 @@ impl Validator {
             if is_limit {
                 out.retry_after = true;
             } else {
-                self.err(ra, format!("{at}.response.retry_after"), "retry_after applies to limit rules only");
+                self.err(
+                    ra,
+                    format!("{at}.response.retry_after"),
+                    "retry_after applies to limit rules only",
+                );
             }
         }
         out

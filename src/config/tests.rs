@@ -48,8 +48,12 @@ rules:
     limit: { rate: 20/s, burst: 100, key: ip }
     mode: count
 "#;
-    let c = parse(text, &dir.path().join("sekisho.yaml"), &SlotRegistry::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let c = parse(
+        text,
+        &dir.path().join("sekisho.yaml"),
+        &SlotRegistry::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.listen.len(), 2);
     assert_eq!(c.policy.rules.len(), 4);
     assert_eq!(c.policy.deny.entries(), 2);
@@ -73,7 +77,9 @@ fn defaults_are_safe() {
 
 #[test]
 fn unknown_key_names_line_column_and_field() {
-    let e = errors("upstreams: [\"127.0.0.1:8000\"]\nrules:\n  - name: a\n    limit:\n      rat: 5/s\n");
+    let e = errors(
+        "upstreams: [\"127.0.0.1:8000\"]\nrules:\n  - name: a\n    limit:\n      rat: 5/s\n",
+    );
     assert_eq!(e.len(), 1);
     assert!(
         e[0].starts_with("t.yaml:5:7: rules[0].limit.rat: unknown field `rat`"),
@@ -136,7 +142,11 @@ rules:
         "t.yaml:23:43: rules[6].response.retry_after:",
     ];
     for w in want {
-        assert!(e.iter().any(|l| l.starts_with(w)), "missing {w:?} in:\n{}", e.join("\n"));
+        assert!(
+            e.iter().any(|l| l.starts_with(w)),
+            "missing {w:?} in:\n{}",
+            e.join("\n")
+        );
     }
     assert_eq!(e.len(), want.len(), "{}", e.join("\n"));
 }
@@ -148,19 +158,29 @@ fn list_file_errors_name_the_list_file_and_line() {
     for i in 0..1000 {
         writeln!(f, "10.{}.{}.0/24", i / 256, i % 256).unwrap();
     }
-    writeln!(f, "# comment\n10.99.0.0/16 # trailing comment\n  10.0.0.300").unwrap();
+    writeln!(
+        f,
+        "# comment\n10.99.0.0/16 # trailing comment\n  10.0.0.300"
+    )
+    .unwrap();
     drop(f);
     let cfg = dir.path().join("s.yaml");
-    let text = "upstreams: [\"127.0.0.1:8000\"]\nlists:\n  deny: { files: [deny.txt, missing.txt] }\n";
+    let text =
+        "upstreams: [\"127.0.0.1:8000\"]\nlists:\n  deny: { files: [deny.txt, missing.txt] }\n";
     let e = parse(text, &cfg, &SlotRegistry::default()).unwrap_err();
     let lines: Vec<String> = e.0.iter().map(ToString::to_string).collect();
     let deny = dir.path().join("deny.txt");
     assert!(
-        lines.iter().any(|l| l.starts_with(&format!("{}:1003:3: lists.deny.files[0]: \"10.0.0.300\"", deny.display()))),
+        lines.iter().any(|l| l.starts_with(&format!(
+            "{}:1003:3: lists.deny.files[0]: \"10.0.0.300\"",
+            deny.display()
+        ))),
         "{lines:?}"
     );
     assert!(
-        lines.iter().any(|l| l.contains(":3:29: lists.deny.files[1]: cannot read list file")),
+        lines
+            .iter()
+            .any(|l| l.contains(":3:29: lists.deny.files[1]: cannot read list file")),
         "{lines:?}"
     );
 }

@@ -232,8 +232,11 @@ pub fn ip_key(ip: IpAddr, v6_prefix: u8) -> u128 {
 /// same; any change gives it a fresh slot. Used at build time only, never per request.
 #[derive(Debug, Default)]
 pub struct SlotRegistry {
-    slots: Mutex<(HashMap<(String, Quota, KeyKind), u32>, u32)>,
+    slots: Mutex<SlotMap>,
 }
+
+/// Rule identity → slot, and the next free slot.
+type SlotMap = (HashMap<(String, Quota, KeyKind), u32>, u32);
 
 impl SlotRegistry {
     /// The slot of a limit rule.

@@ -37,13 +37,23 @@ fn lists_come_first() {
     );
     // allow-listed: no limit, not denied
     for _ in 0..5 {
-        assert_eq!(p.decide(&req("10.0.0.1", "GET", "/"), &l, 0), Decision::AllowListed);
+        assert_eq!(
+            p.decide(&req("10.0.0.1", "GET", "/"), &l, 0),
+            Decision::AllowListed
+        );
     }
-    let denied = Decision::Deny { rule: RuleRef::DenyList };
+    let denied = Decision::Deny {
+        rule: RuleRef::DenyList,
+    };
     assert_eq!(p.decide(&req("10.0.0.2", "GET", "/"), &l, 0), denied);
     assert_eq!(p.decide(&req("2001:db8::9", "GET", "/"), &l, 0), denied);
-    assert_eq!(p.decide(&req("192.0.2.1", "GET", "/"), &l, 0), Decision::Allow);
-    assert!(p.decide(&req("192.0.2.1", "GET", "/"), &l, 0).is_refused_by_limit());
+    assert_eq!(
+        p.decide(&req("192.0.2.1", "GET", "/"), &l, 0),
+        Decision::Allow
+    );
+    assert!(p
+        .decide(&req("192.0.2.1", "GET", "/"), &l, 0)
+        .is_refused_by_limit());
 }
 
 impl Decision {
@@ -57,7 +67,9 @@ fn deny_list_in_count_mode_only_counts() {
     let (p, l) = policy("lists:\n  deny: { cidrs: [10.0.0.0/8], mode: count }\n");
     assert_eq!(
         p.decide(&req("10.1.1.1", "GET", "/"), &l, 0),
-        Decision::Count { rule: RuleRef::DenyList }
+        Decision::Count {
+            rule: RuleRef::DenyList
+        }
     );
 }
 
@@ -70,13 +82,19 @@ fn burst_then_limit_with_retry_after() {
     }
     assert_eq!(
         p.decide(&r, &l, 0),
-        Decision::Limit { rule: RuleRef::Rule(0), retry_after: 1 }
+        Decision::Limit {
+            rule: RuleRef::Rule(0),
+            retry_after: 1
+        }
     );
     // half a second refills one token
     assert_eq!(p.decide(&r, &l, SEC / 2), Decision::Allow);
     assert!(p.decide(&r, &l, SEC / 2).is_refused_by_limit());
     // another client is not affected
-    assert_eq!(p.decide(&req("192.0.2.2", "GET", "/"), &l, 0), Decision::Allow);
+    assert_eq!(
+        p.decide(&req("192.0.2.2", "GET", "/"), &l, 0),
+        Decision::Allow
+    );
 }
 
 #[test]
@@ -89,7 +107,10 @@ fn all_must_pass_and_refusal_costs_no_tokens() {
     // refused by `login`; the token `all` took is given back
     assert_eq!(
         p.decide(&login, &l, 0),
-        Decision::Limit { rule: RuleRef::Rule(1), retry_after: 60 }
+        Decision::Limit {
+            rule: RuleRef::Rule(1),
+            retry_after: 60
+        }
     );
     assert!(p.decide(&login, &l, 0).is_refused_by_limit());
     // so `all` still has 9 tokens
@@ -99,7 +120,10 @@ fn all_must_pass_and_refusal_costs_no_tokens() {
     }
     assert_eq!(
         p.decide(&home, &l, 0),
-        Decision::Limit { rule: RuleRef::Rule(0), retry_after: 6 }
+        Decision::Limit {
+            rule: RuleRef::Rule(0),
+            retry_after: 6
+        }
     );
 }
 
@@ -110,10 +134,15 @@ fn deny_rule_after_limit_refunds_it() {
     );
     assert_eq!(
         p.decide(&req("192.0.2.1", "GET", "/.env"), &l, 0),
-        Decision::Deny { rule: RuleRef::Rule(1) }
+        Decision::Deny {
+            rule: RuleRef::Rule(1)
+        }
     );
     // the denied probe took no token
-    assert_eq!(p.decide(&req("192.0.2.1", "GET", "/"), &l, 0), Decision::Allow);
+    assert_eq!(
+        p.decide(&req("192.0.2.1", "GET", "/"), &l, 0),
+        Decision::Allow
+    );
 }
 
 #[test]
@@ -123,9 +152,19 @@ fn count_mode_never_refuses_but_reports() {
     );
     let r = req("192.0.2.1", "GET", "/");
     // the first request passes the limit but the count-mode deny rule would refuse it
-    assert_eq!(p.decide(&r, &l, 0), Decision::Count { rule: RuleRef::Rule(1) });
+    assert_eq!(
+        p.decide(&r, &l, 0),
+        Decision::Count {
+            rule: RuleRef::Rule(1)
+        }
+    );
     // the second: the shadow limit is the first that would refuse
-    assert_eq!(p.decide(&r, &l, 0), Decision::Count { rule: RuleRef::Rule(0) });
+    assert_eq!(
+        p.decide(&r, &l, 0),
+        Decision::Count {
+            rule: RuleRef::Rule(0)
+        }
+    );
     assert!(p.decide(&r, &l, 0).passes());
 }
 
@@ -136,11 +175,15 @@ fn count_rule_does_not_shadow_a_later_enforced_refusal() {
     );
     assert_eq!(
         p.decide(&req("192.0.2.1", "GET", "/admin/x"), &l, 0),
-        Decision::Deny { rule: RuleRef::Rule(1) }
+        Decision::Deny {
+            rule: RuleRef::Rule(1)
+        }
     );
     assert_eq!(
         p.decide(&req("192.0.2.1", "GET", "/"), &l, 0),
-        Decision::Count { rule: RuleRef::Rule(0) }
+        Decision::Count {
+            rule: RuleRef::Rule(0)
+        }
     );
 }
 
@@ -184,8 +227,12 @@ fn keys_ip_path_header_and_v6_prefix() {
     assert!(p.decide(&a, &l, 0).passes());
     assert!(!p.decide(&b, &l, 0).passes());
     // IPv6 in one /48 share a bucket; another /48 does not
-    assert!(p.decide(&req("2001:db8:1:1::1", "GET", "/v"), &l, 0).passes());
-    assert!(!p.decide(&req("2001:db8:1:2::9", "GET", "/v"), &l, 0).passes());
+    assert!(p
+        .decide(&req("2001:db8:1:1::1", "GET", "/v"), &l, 0)
+        .passes());
+    assert!(!p
+        .decide(&req("2001:db8:1:2::9", "GET", "/v"), &l, 0)
+        .passes());
     assert!(p.decide(&req("2001:db8:2::1", "GET", "/v"), &l, 0).passes());
 }
 
@@ -201,8 +248,14 @@ fn retry_after_rounds_up() {
 fn slots_survive_identical_rules_only() {
     let reg = SlotRegistry::default();
     let q = |n| Quota::new(NonZeroU32::new(n).unwrap(), 1, NonZeroU32::new(5).unwrap()).unwrap();
-    let a = LimitSpec { quota: q(10), key: KeyKind::Ip };
-    let b = LimitSpec { quota: q(20), key: KeyKind::Ip };
+    let a = LimitSpec {
+        quota: q(10),
+        key: KeyKind::Ip,
+    };
+    let b = LimitSpec {
+        quota: q(20),
+        key: KeyKind::Ip,
+    };
     let s1 = reg.slot("r", &a);
     assert_eq!(reg.slot("r", &a), s1);
     assert_ne!(reg.slot("r", &b), s1);

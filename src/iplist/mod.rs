@@ -123,9 +123,9 @@ impl IpSet {
 pub fn parse_net(s: &str) -> Result<IpNet, String> {
     let s = s.trim();
     if s.contains('/') {
-        s.parse::<IpNet>()
-            .map(|n| n.trunc())
-            .map_err(|_| format!("{s:?} is not a CIDR (expected e.g. 192.0.2.0/24 or 2001:db8::/32)"))
+        s.parse::<IpNet>().map(|n| n.trunc()).map_err(|_| {
+            format!("{s:?} is not a CIDR (expected e.g. 192.0.2.0/24 or 2001:db8::/32)")
+        })
     } else {
         s.parse::<IpAddr>()
             .map(IpNet::from)

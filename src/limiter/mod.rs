@@ -200,7 +200,10 @@ fn evict(table: &mut Shard, now: Nanos, cap: usize) -> usize {
         return 0;
     }
     // Every bucket still owes tokens: drop the eighth closest to full (smallest TAT).
-    let mut tats: Vec<u64> = table.iter().map(|(_, t)| t.load(Ordering::Relaxed)).collect();
+    let mut tats: Vec<u64> = table
+        .iter()
+        .map(|(_, t)| t.load(Ordering::Relaxed))
+        .collect();
     let nth = tats.len() / 8;
     let (_, threshold, _) = tats.select_nth_unstable(nth);
     let threshold = *threshold;

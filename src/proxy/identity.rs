@@ -86,7 +86,10 @@ mod tests {
         let p = policy(&["10.0.0.0/8"]);
         let h = headers(&["203.0.113.9"]);
         assert_eq!(client_ip(ip("198.51.100.1"), &h, &p), ip("198.51.100.1"));
-        assert_eq!(client_ip(ip("198.51.100.1"), &h, &policy(&[])), ip("198.51.100.1"));
+        assert_eq!(
+            client_ip(ip("198.51.100.1"), &h, &policy(&[])),
+            ip("198.51.100.1")
+        );
     }
 
     #[test]
@@ -104,13 +107,32 @@ mod tests {
     fn edge_cases() {
         let p = policy(&["10.0.0.0/8", "::1/128"]);
         // no header: the proxy itself
-        assert_eq!(client_ip(ip("10.0.0.1"), &HeaderMap::new(), &p), ip("10.0.0.1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &p),
+            ip("10.0.0.1")
+        );
         // all trusted: the left-most
-        assert_eq!(client_ip(ip("10.0.0.1"), &headers(&["10.9.9.9, 10.0.0.5"]), &p), ip("10.9.9.9"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &headers(&["10.9.9.9, 10.0.0.5"]), &p),
+            ip("10.9.9.9")
+        );
         // garbage stops the walk at the last trusted hop
-        assert_eq!(client_ip(ip("10.0.0.1"), &headers(&["1.1.1.1, nonsense, 10.0.0.5"]), &p), ip("10.0.0.5"));
+        assert_eq!(
+            client_ip(
+                ip("10.0.0.1"),
+                &headers(&["1.1.1.1, nonsense, 10.0.0.5"]),
+                &p
+            ),
+            ip("10.0.0.5")
+        );
         // IPv6, bracketed with port, and IPv4-mapped peers
-        assert_eq!(client_ip(ip("::1"), &headers(&["[2001:db8::7]:443"]), &p), ip("2001:db8::7"));
-        assert_eq!(client_ip(ip("::ffff:10.0.0.1"), &headers(&["192.0.2.5"]), &p), ip("192.0.2.5"));
+        assert_eq!(
+            client_ip(ip("::1"), &headers(&["[2001:db8::7]:443"]), &p),
+            ip("2001:db8::7")
+        );
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.1"), &headers(&["192.0.2.5"]), &p),
+            ip("192.0.2.5")
+        );
     }
 }

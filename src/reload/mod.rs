@@ -25,16 +25,28 @@ pub fn reload(state: &State) -> Result<u64, ConfigErrors> {
         tracing::warn!(old = ?o.listen, new = ?new.listen, "listen changed: takes effect after a restart");
     }
     if new.threads != o.threads {
-        tracing::warn!(old = o.threads, new = new.threads, "threads changed: takes effect after a restart");
+        tracing::warn!(
+            old = o.threads,
+            new = new.threads,
+            "threads changed: takes effect after a restart"
+        );
     }
     if new.max_tracked_keys != o.max_tracked_keys {
-        tracing::warn!(old = o.max_tracked_keys, new = new.max_tracked_keys, "max_tracked_keys changed: takes effect after a restart");
+        tracing::warn!(
+            old = o.max_tracked_keys,
+            new = new.max_tracked_keys,
+            "max_tracked_keys changed: takes effect after a restart"
+        );
     }
-    if new.grace_period != o.grace_period || new.graceful_shutdown_timeout != o.graceful_shutdown_timeout {
+    if new.grace_period != o.grace_period
+        || new.graceful_shutdown_timeout != o.graceful_shutdown_timeout
+    {
         tracing::warn!("shutdown timeouts changed: take effect after a restart");
     }
     let generation = old.generation + 1;
-    state.snapshot.store(Arc::new(Snapshot::new(new, generation)));
+    state
+        .snapshot
+        .store(Arc::new(Snapshot::new(new, generation)));
     Ok(generation)
 }
 

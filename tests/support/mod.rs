@@ -248,7 +248,10 @@ fn read_response(r: &mut BufReader<TcpStream>, head: bool) -> std::io::Result<Re
     let chunked = resp
         .header("transfer-encoding")
         .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    if let Some(len) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(len) = resp
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         let mut body = vec![0; len];
         r.read_exact(&mut body)?;
         resp.body = body;
@@ -278,7 +281,12 @@ pub fn get_from(from: Option<&str>, to: SocketAddr, path: &str) -> Response {
 }
 
 /// One request with headers on a fresh connection.
-pub fn get_with(from: Option<&str>, to: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+pub fn get_with(
+    from: Option<&str>,
+    to: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response {
     Conn::open(from, to)
         .and_then(|mut c| c.request("GET", path, headers, b""))
         .unwrap_or_else(|e| panic!("GET {path} from {from:?}: {e}"))
