@@ -18,6 +18,7 @@ use crate::reload::Housekeeping;
 pub fn build(config: Config, slots: SlotRegistry) -> (Server, Arc<State>) {
     let conf = ServerConf {
         threads: config.threads,
+        upstream_keepalive_pool_size: config.upstream_options.pool_size,
         grace_period_seconds: Some(config.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.graceful_shutdown_timeout.as_secs()),
         ..ServerConf::default()

@@ -33,6 +33,7 @@ pub struct RawUpstreamOptions {
     pub write_timeout: Option<S<String>>,
     pub idle_timeout: Option<S<String>>,
     pub down_for: Option<S<String>>,
+    pub pool_size: Option<S<usize>>,
 }
 
 #[derive(Debug, Deserialize)]

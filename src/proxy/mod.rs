@@ -115,6 +115,11 @@ pub struct Ctx {
 impl ProxyHttp for Sekisho {
     type CTX = Ctx;
 
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // No response compression module: sekisho passes bodies through untouched, and the
+        // disabled module Pingora adds by default still costs a little on every response.
+    }
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             snapshot: self.state.snapshot.load_full(),

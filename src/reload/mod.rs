@@ -38,6 +38,9 @@ pub fn reload(state: &State) -> Result<u64, ConfigErrors> {
             "max_tracked_keys changed: takes effect after a restart"
         );
     }
+    if new.upstream_options.pool_size != o.upstream_options.pool_size {
+        tracing::warn!("upstream_options.pool_size changed: takes effect after a restart");
+    }
     if new.grace_period != o.grace_period
         || new.graceful_shutdown_timeout != o.graceful_shutdown_timeout
     {
