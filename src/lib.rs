@@ -4,6 +4,7 @@
 //! Pingora; [`proxy`] is the thin glue that feeds it a request's facts and writes the answer.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod engine;
 pub mod iplist;

@@ -77,7 +77,8 @@ fn main() -> ExitCode {
         Command::Run => {
             let path = config_path();
             let slots = SlotRegistry::default();
-            let config = match sekisho::config::load(&path, &slots) {
+            let mut cache = sekisho::config::ListCache::default();
+            let config = match sekisho::config::load_cached(&path, &slots, &mut cache) {
                 Ok(c) => c,
                 Err(errors) => {
                     eprintln!("{errors}");
@@ -97,7 +98,7 @@ fn main() -> ExitCode {
                 deny_entries = config.policy.deny.entries(),
                 "sekisho starting"
             );
-            let (server, _state) = sekisho::server::build(config, slots);
+            let (server, _state) = sekisho::server::build(config, slots, cache);
             server.run_forever()
         }
         Command::DemoOrigin { listen } => {

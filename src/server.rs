@@ -8,14 +8,16 @@ use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
-use crate::config::Config;
+use crate::admin::Admin;
+use crate::config::{Config, ListCache};
 use crate::engine::SlotRegistry;
 use crate::proxy::{Sekisho, State};
 use crate::reload::Housekeeping;
 
 /// The server for `config`, ready to `run_forever`, and the state it shares.
-pub fn build(config: Config, slots: SlotRegistry) -> (Server, Arc<State>) {
+pub fn build(config: Config, slots: SlotRegistry, cache: ListCache) -> (Server, Arc<State>) {
     let conf = ServerConf {
         threads: config.threads,
         upstream_keepalive_pool_size: config.upstream_options.pool_size,
@@ -24,7 +26,9 @@ pub fn build(config: Config, slots: SlotRegistry) -> (Server, Arc<State>) {
         ..ServerConf::default()
     };
     let listen = config.listen.clone();
-    let state = Arc::new(State::new(config, slots));
+    let admin_listen = config.admin_listen;
+    let state = Arc::new(State::new(config, slots, cache));
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     let mut server = Server::new_with_opt_and_conf(Some(Opt::default()), conf);
     server.bootstrap();
     let mut proxy = http_proxy_service(&server.configuration, Sekisho::new(state.clone()));
@@ -39,9 +43,18 @@ pub fn build(config: Config, slots: SlotRegistry) -> (Server, Arc<State>) {
         }
     }
     server.add_service(proxy);
+    if let Some(addr) = admin_listen {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the admin listener is not on loopback: anyone who reaches it can reload the config");
+        }
+        let mut admin = Service::new("admin".to_string(), Admin::new(state.clone(), reload_tx));
+        admin.threads = Some(1);
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
     server.add_service(background_service(
         "housekeeping",
-        Housekeeping::new(state.clone()),
+        Housekeeping::new(state.clone(), reload_rx),
     ));
     (server, state)
 }

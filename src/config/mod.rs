@@ -9,12 +9,15 @@
 //! marks unmaintained), maintained, and its errors and [`serde_saphyr::Spanned`] values carry
 //! line and column.
 
+mod cache;
 mod error;
 pub mod raw;
 
+use std::hash::{Hash, Hasher};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +30,8 @@ use crate::engine::{
 };
 use crate::iplist::{self, IpSet};
 use crate::limiter::Quota;
+use cache::Cached;
+pub use cache::{content_hash, FileStamp, ListCache};
 pub use error::{field_path_at, ConfigError, ConfigErrors};
 pub use raw::Mode;
 use raw::{RawConfig, RawList, RawRule, S};
@@ -60,6 +65,22 @@ pub struct Config {
     pub policy: Policy,
     /// Every list file read (for watching and for messages).
     pub list_files: Vec<PathBuf>,
+    /// `admin.listen`: the admin HTTP listener (restart to change); `None` when set to `off`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `reload:`.
+    pub reload: ReloadSettings,
+}
+
+/// `reload:`: how file changes are noticed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSettings {
+    /// Watch the config and list files' folders for changes (default true).
+    pub watch: bool,
+    /// Quiet time after a change before reading, so a multi-step save is read once (100 ms).
+    pub debounce: Duration,
+    /// How often file stamps are checked even without a notification (default 2 s); every
+    /// 15th check hashes the content, to catch a change that kept size and mtime.
+    pub poll_interval: Duration,
 }
 
 /// One upstream peer.
@@ -101,13 +122,32 @@ pub struct ClientIp {
 
 /// Reads and validates the config at `path`, and every list file it names.
 pub fn load(path: &Path, slots: &SlotRegistry) -> Result<Config, ConfigErrors> {
+    load_cached(path, slots, &mut ListCache::default())
+}
+
+/// [`load`], reusing list files and sets from `cache` that did not change. `sekisho check`
+/// and every reload go through here.
+pub fn load_cached(
+    path: &Path,
+    slots: &SlotRegistry,
+    cache: &mut ListCache,
+) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigErrors::whole_file(path, format!("cannot read the config: {e}")))?;
-    parse(&text, path, slots)
+    parse_cached(&text, path, slots, cache)
 }
 
 /// Validates config `text` as if read from `path` (list files are resolved against its folder).
 pub fn parse(text: &str, path: &Path, slots: &SlotRegistry) -> Result<Config, ConfigErrors> {
+    parse_cached(text, path, slots, &mut ListCache::default())
+}
+
+fn parse_cached(
+    text: &str,
+    path: &Path,
+    slots: &SlotRegistry,
+    cache: &mut ListCache,
+) -> Result<Config, ConfigErrors> {
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! { max_depth: 32, max_nodes: 200_000 },
     };
@@ -139,6 +179,7 @@ pub fn parse(text: &str, path: &Path, slots: &SlotRegistry) -> Result<Config, Co
             .unwrap_or_else(|| PathBuf::from(".")),
         errors: Vec::new(),
         list_files: Vec::new(),
+        cache,
     };
     let config = v.config(raw, slots);
     if v.errors.is_empty() {
@@ -149,14 +190,15 @@ pub fn parse(text: &str, path: &Path, slots: &SlotRegistry) -> Result<Config, Co
     }
 }
 
-struct Validator {
+struct Validator<'c> {
     file: PathBuf,
     dir: PathBuf,
     errors: Vec<ConfigError>,
     list_files: Vec<PathBuf>,
+    cache: &'c mut ListCache,
 }
 
-impl Validator {
+impl Validator<'_> {
     fn err<T>(&mut self, at: &S<T>, field: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             file: self.file.clone(),
@@ -305,8 +347,47 @@ impl Validator {
         let deny = self.list(deny_raw, "lists.deny");
         let deny_mode = deny_raw.and_then(|d| d.mode).unwrap_or_default();
 
+        let admin_listen = match raw.admin.as_ref().and_then(|a| a.listen.as_ref()) {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            Some(l) if l.value.trim() == "off" => None,
+            Some(l) => match l.value.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.err(
+                        l,
+                        "admin.listen",
+                        format!(
+                            "{:?} is not an address:port (e.g. \"127.0.0.1:9090\"), or off",
+                            l.value
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let rr = raw.reload.as_ref();
+        let reload = ReloadSettings {
+            watch: rr.and_then(|r| r.watch).unwrap_or(true),
+            debounce: self.duration(
+                rr.and_then(|r| r.debounce.as_ref()),
+                "reload.debounce",
+                Duration::from_millis(100),
+            ),
+            poll_interval: self.duration(
+                rr.and_then(|r| r.poll_interval.as_ref()),
+                "reload.poll_interval",
+                Duration::from_secs(2),
+            ),
+        };
+        if reload.poll_interval.is_zero() {
+            if let Some(p) = rr.and_then(|r| r.poll_interval.as_ref()) {
+                self.err(p, "reload.poll_interval", "must be above 0 (e.g. 2s)");
+            }
+        }
         let rules = self.rules(&raw.rules, slots);
         Config {
+            admin_listen,
+            reload,
             path: self.file.clone(),
             listen,
             threads,
@@ -368,44 +449,74 @@ impl Validator {
         }
     }
 
-    fn list(&mut self, raw: Option<&RawList>, field: &str) -> IpSet {
+    fn list(&mut self, raw: Option<&RawList>, field: &str) -> Arc<IpSet> {
         let Some(raw) = raw else {
-            return IpSet::default();
+            return Arc::new(IpSet::default());
         };
+        let errors_before = self.errors.len();
+        // The set's inputs: inline entries and each file's content hash.
+        let mut signature = std::hash::DefaultHasher::new();
         let mut nets: Vec<IpNet> = Vec::new();
         for (i, c) in raw.cidrs.iter().enumerate() {
+            c.value.hash(&mut signature);
             match iplist::parse_net(&c.value) {
                 Ok(n) => nets.push(n),
                 Err(m) => self.err(c, format!("{field}.cidrs[{i}]"), m),
             }
         }
+        let mut file_nets: Vec<Arc<Vec<IpNet>>> = Vec::new();
         for (i, f) in raw.files.iter().enumerate() {
             let path = self.dir.join(&f.value);
             let fname = format!("{field}.files[{i}]");
-            match std::fs::read_to_string(&path) {
-                Ok(text) => match iplist::parse_list(&text) {
-                    Ok(n) => nets.extend(n),
-                    Err(errs) => {
-                        for e in errs {
-                            self.errors.push(ConfigError {
-                                file: path.clone(),
-                                line: e.line as u64,
-                                column: e.column as u64,
-                                field: fname.clone(),
-                                message: e.message,
-                            });
+            self.list_files.push(path.clone());
+            match self.cache.file(&path) {
+                Ok(Cached::Hit(n, hash)) => {
+                    (path.as_path(), hash).hash(&mut signature);
+                    file_nets.push(n);
+                }
+                Ok(Cached::Miss(text, hash, stamp)) => {
+                    (path.as_path(), hash).hash(&mut signature);
+                    match iplist::parse_list(&text) {
+                        Ok(n) => {
+                            let n = Arc::new(n);
+                            self.cache.store(&path, stamp, hash, n.clone());
+                            file_nets.push(n);
+                        }
+                        Err(errs) => {
+                            for e in errs {
+                                self.errors.push(ConfigError {
+                                    file: path.clone(),
+                                    line: e.line as u64,
+                                    column: e.column as u64,
+                                    field: fname.clone(),
+                                    message: e.message,
+                                });
+                            }
                         }
                     }
-                },
+                }
                 Err(e) => self.err(
                     f,
                     fname,
                     format!("cannot read list file {}: {e}", path.display()),
                 ),
             }
-            self.list_files.push(path);
         }
-        IpSet::new(nets)
+        if self.errors.len() > errors_before {
+            return Arc::new(IpSet::default());
+        }
+        let signature = signature.finish();
+        if let Some(set) = self.cache.set(field, signature) {
+            return set;
+        }
+        let total = nets.len() + file_nets.iter().map(|n| n.len()).sum::<usize>();
+        let set = Arc::new(IpSet::new(
+            nets.into_iter()
+                .chain(file_nets.iter().flat_map(|n| n.iter().copied())),
+        ));
+        debug_assert_eq!(set.entries(), total);
+        self.cache.store_set(field, signature, set.clone());
+        set
     }
 
     fn rules(&mut self, raw: &[RawRule], slots: &SlotRegistry) -> Vec<Rule> {
@@ -454,9 +565,9 @@ impl Validator {
                 }
             };
             let response = self.response(r, &at, matches!(kind, RuleKind::Limit(_)));
-            let slot = match &kind {
-                RuleKind::Limit(spec) => slots.slot(name, spec),
-                RuleKind::Deny => 0,
+            let (slot, predecessor) = match &kind {
+                RuleKind::Limit(spec) => slots.assign(name, spec),
+                RuleKind::Deny => (0, None),
             };
             rules.push(Rule {
                 name: name.to_string(),
@@ -465,6 +576,7 @@ impl Validator {
                 response,
                 mode: r.mode.unwrap_or_default(),
                 slot,
+                predecessor,
             });
         }
         rules

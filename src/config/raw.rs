@@ -21,8 +21,24 @@ pub struct RawConfig {
     pub client_ip: Option<RawClientIp>,
     pub lists: Option<RawLists>,
     pub max_tracked_keys: Option<S<usize>>,
+    pub admin: Option<RawAdmin>,
+    pub reload: Option<RawReload>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    pub watch: Option<bool>,
+    pub debounce: Option<S<String>>,
+    pub poll_interval: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -208,4 +209,48 @@ fn shipped_configs_validate() {
         }
     }
     assert!(n >= 1);
+}
+
+#[test]
+fn a_reload_reads_only_the_list_file_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.txt");
+    let b = dir.path().join("b.txt");
+    std::fs::write(&a, "10.0.0.0/8\n").unwrap();
+    std::fs::write(&b, "192.0.2.0/24\n").unwrap();
+    let cfg = dir.path().join("s.yaml");
+    std::fs::write(
+        &cfg,
+        "upstreams: [\"127.0.0.1:8000\"]\nlists:\n  allow: { files: [a.txt] }\n  deny: { files: [b.txt] }\n",
+    )
+    .unwrap();
+    let slots = SlotRegistry::default();
+    let mut cache = ListCache::default();
+    let first = load_cached(&cfg, &slots, &mut cache).unwrap();
+    assert_eq!((cache.files_read, cache.files_parsed), (2, 2));
+    // nothing changed: nothing read, the sets are the same objects
+    let again = load_cached(&cfg, &slots, &mut cache).unwrap();
+    assert_eq!(cache.files_read, 2);
+    assert!(Arc::ptr_eq(&first.policy.deny, &again.policy.deny));
+    // replace b.txt by rename: only b is read and parsed, a's set is reused
+    let tmp = dir.path().join("b.tmp");
+    std::fs::write(&tmp, "192.0.2.0/24\n198.51.100.0/24\n").unwrap();
+    std::fs::rename(&tmp, &b).unwrap();
+    let third = load_cached(&cfg, &slots, &mut cache).unwrap();
+    assert_eq!((cache.files_read, cache.files_parsed), (3, 3));
+    assert!(Arc::ptr_eq(&first.policy.allow, &third.policy.allow));
+    assert_eq!(third.policy.deny.entries(), 2);
+    // touched but not changed: read, not parsed
+    let tmp = dir.path().join("a.tmp");
+    std::fs::write(&tmp, "10.0.0.0/8\n").unwrap();
+    std::fs::rename(&tmp, &a).unwrap();
+    load_cached(&cfg, &slots, &mut cache).unwrap();
+    assert_eq!((cache.files_read, cache.files_parsed), (4, 3));
+    // a bad line is an error and the cache keeps the last good parse for the next try
+    std::fs::write(&b, "192.0.2.0/24\nnope\n").unwrap();
+    let e = load_cached(&cfg, &slots, &mut cache).unwrap_err();
+    assert!(
+        e.to_string().contains("b.txt:2:1: lists.deny.files[0]"),
+        "{e}"
+    );
 }

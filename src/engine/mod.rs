@@ -14,6 +14,7 @@ mod rule;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::HeaderMap;
 use parking_lot::Mutex;
@@ -21,7 +22,7 @@ use smallvec::SmallVec;
 
 pub use crate::config::Mode;
 use crate::iplist::IpSet;
-use crate::limiter::{BucketKey, Limiter, Nanos, Quota};
+use crate::limiter::{BucketKey, Limiter, Nanos, Predecessor, Quota};
 pub use rule::{HostMatch, KeyKind, LimitSpec, Matcher, Response, Rule, RuleKind};
 
 /// What is known of one request when it is judged.
@@ -91,9 +92,9 @@ impl Decision {
 #[derive(Debug)]
 pub struct Policy {
     /// Addresses that pass without limits.
-    pub allow: IpSet,
+    pub allow: Arc<IpSet>,
     /// Addresses refused at once.
-    pub deny: IpSet,
+    pub deny: Arc<IpSet>,
     /// `lists.deny.mode`.
     pub deny_mode: Mode,
     /// What a deny-listed client is sent.
@@ -132,7 +133,7 @@ impl Policy {
                 RuleKind::Deny => Some(Decision::Deny { rule: this }),
                 RuleKind::Limit(spec) => {
                     let key = BucketKey::new(rule.slot, self.key_of(spec, facts, limiter));
-                    match limiter.acquire(key, &spec.quota, now) {
+                    match limiter.acquire_after(key, &spec.quota, now, rule.predecessor.as_ref()) {
                         Ok(()) => {
                             taken.push((key, spec.quota));
                             None
@@ -229,28 +230,62 @@ pub fn ip_key(ip: IpAddr, v6_prefix: u8) -> u128 {
 /// Gives each limit rule a limiter slot that outlives reloads.
 ///
 /// A rule keeps its slot, and so its buckets, as long as its name, quota and key kind are the
-/// same; any change gives it a fresh slot. Used at build time only, never per request.
+/// same. A rule whose rate or burst changed gets a fresh slot whose buckets start from the old
+/// slot's state (see [`Predecessor`]); a renamed rule, or one keyed differently, starts afresh.
+/// Used at build time only, never per request.
 #[derive(Debug, Default)]
 pub struct SlotRegistry {
     slots: Mutex<SlotMap>,
 }
 
-/// Rule identity → slot, and the next free slot.
-type SlotMap = (HashMap<(String, Quota, KeyKind), u32>, u32);
+#[derive(Debug, Default)]
+struct SlotMap {
+    /// Rule identity → slot.
+    ids: HashMap<(String, Quota, KeyKind), u32>,
+    next: u32,
+    /// The limit rules of the policy now serving, by name.
+    live: HashMap<String, (u32, Quota, KeyKind)>,
+}
 
 impl SlotRegistry {
-    /// The slot of a limit rule.
-    pub fn slot(&self, name: &str, spec: &LimitSpec) -> u32 {
-        let mut guard = self.slots.lock();
-        let (map, next) = &mut *guard;
+    /// The slot of a limit rule, and the slot it inherits state from if its quota changed
+    /// since the policy now serving.
+    pub fn assign(&self, name: &str, spec: &LimitSpec) -> (u32, Option<Predecessor>) {
+        let mut map = self.slots.lock();
         let id = (name.to_string(), spec.quota, spec.key.clone());
-        if let Some(s) = map.get(&id) {
-            return *s;
-        }
-        let s = *next;
-        *next += 1;
-        map.insert(id, s);
-        s
+        let slot = match map.ids.get(&id) {
+            Some(s) => *s,
+            None => {
+                let s = map.next;
+                map.next += 1;
+                map.ids.insert(id, s);
+                s
+            }
+        };
+        let predecessor = map
+            .live
+            .get(name)
+            .filter(|(s, _, k)| *s != slot && *k == spec.key)
+            .map(|(s, q, _)| Predecessor {
+                slot: *s,
+                quota: *q,
+            });
+        (slot, predecessor)
+    }
+
+    /// Records `policy` as the one serving: the next reload inherits from its slots.
+    pub fn commit(&self, policy: &Policy) {
+        let mut map = self.slots.lock();
+        map.live = policy
+            .rules
+            .iter()
+            .filter_map(|r| match &r.kind {
+                RuleKind::Limit(spec) => {
+                    Some((r.name.clone(), (r.slot, spec.quota, spec.key.clone())))
+                }
+                RuleKind::Deny => None,
+            })
+            .collect();
     }
 }
 

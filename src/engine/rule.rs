@@ -5,7 +5,7 @@ use http::HeaderName;
 use regex::Regex;
 
 use super::{Facts, Mode};
-use crate::limiter::Quota;
+use crate::limiter::{Predecessor, Quota};
 
 /// A rule from `rules:`, compiled.
 #[derive(Debug)]
@@ -22,6 +22,8 @@ pub struct Rule {
     pub mode: Mode,
     /// The limiter slot (see [`super::SlotRegistry`]); 0 for deny rules.
     pub slot: u32,
+    /// The slot this rule had before a reload changed its quota, to carry bucket state over.
+    pub predecessor: Option<Predecessor>,
 }
 
 /// What a matching rule does.

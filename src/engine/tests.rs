@@ -245,7 +245,7 @@ fn retry_after_rounds_up() {
 }
 
 #[test]
-fn slots_survive_identical_rules_only() {
+fn slots_survive_identical_rules_and_changed_quotas_inherit() {
     let reg = SlotRegistry::default();
     let q = |n| Quota::new(NonZeroU32::new(n).unwrap(), 1, NonZeroU32::new(5).unwrap()).unwrap();
     let a = LimitSpec {
@@ -256,10 +256,33 @@ fn slots_survive_identical_rules_only() {
         quota: q(20),
         key: KeyKind::Ip,
     };
-    let s1 = reg.slot("r", &a);
-    assert_eq!(reg.slot("r", &a), s1);
-    assert_ne!(reg.slot("r", &b), s1);
-    assert_ne!(reg.slot("other", &a), s1);
+    let (s1, p1) = reg.assign("r", &a);
+    assert_eq!(p1, None);
+    assert_eq!(reg.assign("r", &a), (s1, None));
+    // nothing committed yet: a changed quota has nothing to inherit from
+    assert_eq!(reg.assign("r", &b).1, None);
+    let (p, _) = policy("rules:\n  - name: r\n    limit: { rate: 10/s, burst: 5 }\n");
+    // the policy above was built with its own registry; commit a rule with slot s1 by hand
+    let mut live = p;
+    live.rules[0].slot = s1;
+    reg.commit(&live);
+    let (s2, pred) = reg.assign("r", &b);
+    assert_ne!(s2, s1);
+    assert_eq!(
+        pred,
+        Some(Predecessor {
+            slot: s1,
+            quota: q(10)
+        })
+    );
+    assert_eq!(reg.assign("r", &a), (s1, None));
+    // another key kind or name: no inheritance
+    let c = LimitSpec {
+        quota: q(20),
+        key: KeyKind::IpPath,
+    };
+    assert_eq!(reg.assign("r", &c).1, None);
+    assert_eq!(reg.assign("other", &b).1, None);
 }
 
 /// A plain token bucket, the textbook way: a level that refills with time up to the burst.

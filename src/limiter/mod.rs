@@ -49,6 +49,19 @@ impl BucketKey {
 
 type Shard = HashTable<(BucketKey, AtomicU64)>;
 
+/// The slot and quota a rule had before a reload changed its rate or burst.
+///
+/// A key missing from the new slot starts with the tokens it had in the old one (scaled to
+/// the new bucket, capped at the new burst), not with a full bucket: changing a limit hands
+/// nobody a burst they did not earn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Predecessor {
+    /// The old slot.
+    pub slot: u32,
+    /// The old quota.
+    pub quota: Quota,
+}
+
 /// The bounded, sharded store of all buckets.
 pub struct Limiter {
     shards: Box<[RwLock<Shard>]>,
@@ -97,6 +110,18 @@ impl Limiter {
     /// `Ok(())`: admitted, the token is taken. `Err(wait)`: refused, nothing changed; a token
     /// will be there in `wait` nanoseconds.
     pub fn acquire(&self, key: BucketKey, quota: &Quota, now: Nanos) -> Result<(), Nanos> {
+        self.acquire_after(key, quota, now, None)
+    }
+
+    /// [`acquire`](Self::acquire) for a rule whose quota changed at a reload: a key new to
+    /// this slot starts from its state under `pred`.
+    pub fn acquire_after(
+        &self,
+        key: BucketKey,
+        quota: &Quota,
+        now: Nanos,
+        pred: Option<&Predecessor>,
+    ) -> Result<(), Nanos> {
         let (hash, shard) = self.locate(&key);
         {
             let table = shard.read();
@@ -104,6 +129,15 @@ impl Limiter {
                 return gcra_update(tat, quota, now);
             }
         }
+        // Read the predecessor before taking our write lock: never hold two shard locks.
+        let start = pred.and_then(|p| {
+            let old = BucketKey {
+                slot: p.slot,
+                ..key
+            };
+            let old_tat = self.peek(old)?;
+            Some(carry_over(old_tat, &p.quota, quota, now))
+        });
         let mut table = shard.write();
         if let Some((_, tat)) = table.find(hash, |(k, _)| *k == key) {
             // Inserted by another thread between our two locks.
@@ -113,12 +147,28 @@ impl Limiter {
             let evicted = evict(&mut table, now, self.shard_cap);
             self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
         }
-        // A new key has a full bucket, and burst >= 1, so the first request is always admitted.
-        let tat = now.saturating_add(quota.emission());
+        let (tat, verdict) = match start {
+            // A new key has a full bucket, and burst >= 1: the first request is admitted.
+            None => (now.saturating_add(quota.emission()), Ok(())),
+            Some(start) => {
+                let cell = AtomicU64::new(start);
+                let verdict = gcra_update(&cell, quota, now);
+                (cell.into_inner(), verdict)
+            }
+        };
         table.insert_unique(hash, (key, AtomicU64::new(tat)), |(k, _)| {
             self.hasher.hash_one(k)
         });
-        Ok(())
+        verdict
+    }
+
+    /// The TAT of a bucket, if tracked.
+    fn peek(&self, key: BucketKey) -> Option<Nanos> {
+        let (hash, shard) = self.locate(&key);
+        let table = shard.read();
+        table
+            .find(hash, |(k, _)| *k == key)
+            .map(|(_, tat)| tat.load(Ordering::Acquire))
     }
 
     /// Gives back a token taken by [`acquire`](Self::acquire) for a request that was then
@@ -191,6 +241,18 @@ fn gcra_update(tat: &AtomicU64, quota: &Quota, now: Nanos) -> Result<(), Nanos> 
             Err(seen) => current = seen,
         }
     }
+}
+
+/// The TAT under `new` of a bucket whose TAT under `old` is `old_tat`: the same share of a full
+/// bucket stays available (a drained bucket stays drained, a full one stays full), capped so
+/// that no more whole tokens are available than before.
+fn carry_over(old_tat: Nanos, old: &Quota, new: &Quota, now: Nanos) -> Nanos {
+    let debt = old_tat.saturating_sub(now).min(old.tolerance());
+    let available_old = u128::from(old.tolerance() - debt);
+    // tokens available under the old quota, in units of the new emission interval
+    let available_new = (available_old * u128::from(new.emission()) / u128::from(old.emission()))
+        .min(u128::from(new.tolerance())) as u64;
+    now.saturating_add(new.tolerance() - available_new)
 }
 
 /// Makes room in a full shard; returns how many buckets that still held a debt were dropped.
@@ -287,6 +349,44 @@ mod tests {
         }
         assert!(l.len() <= l.capacity());
         assert!(l.evictions() > 0);
+    }
+
+    #[test]
+    fn a_changed_quota_carries_the_state_over() {
+        let l = Limiter::new(1000);
+        let old = quota(1, 3600, 3);
+        let k = |slot| BucketKey::new(slot, 9);
+        for _ in 0..3 {
+            assert!(l.acquire(k(0), &old, 0).is_ok());
+        }
+        assert!(l.acquire(k(0), &old, 0).is_err());
+        // burst raised to 10 at the same rate: still drained, no bonus
+        let pred = Predecessor {
+            slot: 0,
+            quota: old,
+        };
+        let bigger = quota(1, 3600, 10);
+        assert!(l.acquire_after(k(1), &bigger, 0, Some(&pred)).is_err());
+        assert!(l.acquire_after(k(1), &bigger, 0, Some(&pred)).is_err());
+        // a client that was full under the old quota is full under the new one
+        let fresh = BucketKey::new(1, 10);
+        for _ in 0..10 {
+            assert!(l.acquire_after(fresh, &bigger, 0, Some(&pred)).is_ok());
+        }
+        assert!(l.acquire_after(fresh, &bigger, 0, Some(&pred)).is_err());
+        // half a bucket left under burst 4 → two tokens under burst 4 at another rate
+        let mid = quota(1, 60, 4);
+        for _ in 0..2 {
+            assert!(l.acquire(k(2), &mid, 0).is_ok());
+        }
+        let pred = Predecessor {
+            slot: 2,
+            quota: mid,
+        };
+        let faster = quota(1, 1, 4);
+        assert!(l.acquire_after(k(3), &faster, 0, Some(&pred)).is_ok());
+        assert!(l.acquire_after(k(3), &faster, 0, Some(&pred)).is_ok());
+        assert!(l.acquire_after(k(3), &faster, 0, Some(&pred)).is_err());
     }
 
     #[test]

@@ -17,10 +17,11 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
-use crate::config::Config;
+use crate::config::{Config, ListCache};
 use crate::engine::{Decision, Facts, SlotRegistry};
 use crate::limiter::{Clock, Limiter, MonotonicClock};
 pub use identity::client_ip;
+use parking_lot::Mutex;
 pub use upstream::UpstreamPool;
 
 /// One loaded config, ready for requests. Immutable except for upstream health.
@@ -74,18 +75,40 @@ pub struct State {
     pub clock: MonotonicClock,
     /// Decision counters.
     pub counters: Counters,
+    /// Parsed list files kept for the next reload.
+    pub list_cache: Mutex<ListCache>,
+    /// Reload outcomes.
+    pub reloads: ReloadStats,
+}
+
+/// Reload outcomes since start.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Successful reloads.
+    pub ok: AtomicU64,
+    /// Rejected reloads (the old config kept serving).
+    pub failed: AtomicU64,
+    /// Unix time of the last successful reload (0: none yet).
+    pub last_ok_unix: AtomicU64,
+    /// Milliseconds the last successful reload took (parse + build + swap).
+    pub last_duration_ms: AtomicU64,
+    /// The errors of the last reload, if it failed.
+    pub last_error: Mutex<Option<String>>,
 }
 
 impl State {
-    /// State for a first config (its slots must come from `slots`).
-    pub fn new(config: Config, slots: SlotRegistry) -> Self {
+    /// State for a first config; its slots must come from `slots` and its lists from `cache`.
+    pub fn new(config: Config, slots: SlotRegistry, cache: ListCache) -> Self {
         let limiter = Limiter::new(config.max_tracked_keys);
+        slots.commit(&config.policy);
         Self {
             snapshot: ArcSwap::from_pointee(Snapshot::new(config, 1)),
             limiter,
             slots,
             clock: MonotonicClock::new(),
             counters: Counters::default(),
+            list_cache: Mutex::new(cache),
+            reloads: ReloadStats::default(),
         }
     }
 }

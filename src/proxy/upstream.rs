@@ -46,6 +46,13 @@ impl UpstreamPool {
         Some(healthy.unwrap_or(start % n))
     }
 
+    /// Whether some peer is not marked down at `now`.
+    pub fn any_up(&self, now: Nanos) -> bool {
+        self.peers
+            .iter()
+            .any(|(_, until)| until.load(Ordering::Relaxed) <= now)
+    }
+
     /// Records a failed connect to peer `idx`.
     pub fn mark_down(&self, idx: usize, now: Nanos) {
         if let Some((addr, until)) = self.peers.get(idx) {

@@ -1,73 +1,196 @@
 //! Reloading: build a new snapshot off the request path, then swap it in whole.
 //!
+//! Triggers: a change to the config file or a list file it names (a `notify` watch on their
+//! folders, robust to rename-replace and symlink swaps, debounced, confirmed by file stamps and
+//! content hashes), a periodic stamp check with a slower content-hash check as fallback,
+//! `SIGHUP` (what `systemctl reload` sends) and `POST /admin/reload`. All reloads run one at a
+//! time in one task, on a blocking thread, never on a request.
+//!
 //! A config that fails validation never replaces the one serving: the error is logged with its
-//! position and the old snapshot stays. Settings that need a restart (listen addresses,
-//! threads, the limiter's size) are reported as warnings while the rest reloads.
-//! Triggers here: `SIGHUP` (what `systemctl reload` sends). File watching comes later.
+//! position (the same text `sekisho check` prints) and counted, and the old snapshot stays.
+//! Settings that need a restart (listen addresses, threads, the limiter's size, the admin
+//! listener) are reported as warnings while the rest reloads. In-flight requests finish on the
+//! snapshot they started with; the limiter lives outside the snapshot, so buckets of unchanged
+//! rules survive (see [`crate::engine::SlotRegistry`]).
 
+mod watch;
+
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, ConfigErrors};
 use crate::limiter::Clock;
 use crate::proxy::{Snapshot, State};
+pub use watch::FileWatch;
 
-/// Re-reads the config file the current snapshot came from; returns the new generation.
-pub fn reload(state: &State) -> Result<u64, ConfigErrors> {
+/// The result an admin reload request waits for.
+pub type ReloadReply = Result<ReloadDone, Vec<String>>;
+
+/// A successful reload.
+#[derive(Debug, Clone, Copy)]
+pub struct ReloadDone {
+    /// The generation now serving.
+    pub generation: u64,
+    /// Parse + build + swap, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// A request to reload, from outside the housekeeping task.
+#[derive(Debug)]
+pub enum Trigger {
+    /// `POST /admin/reload`; the reply says how it went.
+    Admin(oneshot::Sender<ReloadReply>),
+}
+
+/// Re-reads the config the current snapshot came from (reusing unchanged list files from the
+/// state's cache unless `full`), and swaps it in if valid.
+pub fn reload(state: &State, full: bool, cause: &str) -> Result<ReloadDone, ConfigErrors> {
+    let started = Instant::now();
     let old = state.snapshot.load_full();
-    let new = config::load(&old.config.path, &state.slots)?;
-    let o = &old.config;
-    if new.listen != o.listen {
-        tracing::warn!(old = ?o.listen, new = ?new.listen, "listen changed: takes effect after a restart");
-    }
-    if new.threads != o.threads {
-        tracing::warn!(
-            old = o.threads,
-            new = new.threads,
-            "threads changed: takes effect after a restart"
-        );
-    }
-    if new.max_tracked_keys != o.max_tracked_keys {
-        tracing::warn!(
-            old = o.max_tracked_keys,
-            new = new.max_tracked_keys,
-            "max_tracked_keys changed: takes effect after a restart"
-        );
-    }
-    if new.upstream_options.pool_size != o.upstream_options.pool_size {
-        tracing::warn!("upstream_options.pool_size changed: takes effect after a restart");
-    }
-    if new.grace_period != o.grace_period
-        || new.graceful_shutdown_timeout != o.graceful_shutdown_timeout
-    {
-        tracing::warn!("shutdown timeouts changed: take effect after a restart");
-    }
+    let result = {
+        let mut cache = state.list_cache.lock();
+        if full {
+            cache.clear();
+        }
+        config::load_cached(&old.config.path, &state.slots, &mut cache)
+    };
+    let stats = &state.reloads;
+    let new = match result {
+        Ok(new) => new,
+        Err(errors) => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            *stats.last_error.lock() = Some(errors.to_string());
+            for e in &errors.0 {
+                tracing::error!(cause, "reload rejected, the running config stays: {e}");
+            }
+            return Err(errors);
+        }
+    };
+    warn_restart_only(&old.config, &new);
     let generation = old.generation + 1;
+    state.slots.commit(&new.policy);
     state
         .snapshot
         .store(Arc::new(Snapshot::new(new, generation)));
-    Ok(generation)
+    let duration_ms = started.elapsed().as_millis() as u64;
+    stats.ok.fetch_add(1, Ordering::Relaxed);
+    stats.last_duration_ms.store(duration_ms, Ordering::Relaxed);
+    stats.last_ok_unix.store(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        Ordering::Relaxed,
+    );
+    *stats.last_error.lock() = None;
+    tracing::info!(cause, generation, duration_ms, "config reloaded");
+    Ok(ReloadDone {
+        generation,
+        duration_ms,
+    })
 }
 
-/// Background work: reload on `SIGHUP`, and sweep refilled buckets every few seconds.
+fn warn_restart_only(o: &config::Config, n: &config::Config) {
+    let mut changed = Vec::new();
+    if n.listen != o.listen {
+        changed.push("listen");
+    }
+    if n.threads != o.threads {
+        changed.push("threads");
+    }
+    if n.max_tracked_keys != o.max_tracked_keys {
+        changed.push("max_tracked_keys");
+    }
+    if n.upstream_options.pool_size != o.upstream_options.pool_size {
+        changed.push("upstream_options.pool_size");
+    }
+    if n.admin_listen != o.admin_listen {
+        changed.push("admin.listen");
+    }
+    if n.grace_period != o.grace_period
+        || n.graceful_shutdown_timeout != o.graceful_shutdown_timeout
+    {
+        changed.push("grace_period/graceful_shutdown_timeout");
+    }
+    if n.reload != o.reload {
+        changed.push("reload");
+    }
+    for field in changed {
+        tracing::warn!(
+            field,
+            "changed in the file but takes effect only after a restart; the rest was reloaded"
+        );
+    }
+}
+
+/// Background work: every reload trigger, and the limiter sweep.
 pub struct Housekeeping {
     state: Arc<State>,
+    triggers: Mutex<Option<mpsc::Receiver<Trigger>>>,
 }
 
 impl Housekeeping {
-    /// Housekeeping for `state`.
-    pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+    /// Housekeeping for `state`, taking admin triggers from `triggers`.
+    pub fn new(state: Arc<State>, triggers: mpsc::Receiver<Trigger>) -> Self {
+        Self {
+            state,
+            triggers: Mutex::new(Some(triggers)),
+        }
     }
+
+    /// Runs [`reload`] on a blocking thread. `changed`: files a scan found changed (their
+    /// cached parse is dropped even if their stamp looks the same).
+    async fn reload(
+        &self,
+        files: &mut FileWatch,
+        full: bool,
+        cause: &'static str,
+        changed: Vec<std::path::PathBuf>,
+    ) -> ReloadReply {
+        if full {
+            // Record what the files hold before reading them, so that a change made during
+            // the reload is noticed by the next check.
+            let snap = self.state.snapshot.load_full();
+            files.scan(&watched_files(&snap), false);
+        }
+        {
+            let mut cache = self.state.list_cache.lock();
+            for p in &changed {
+                cache.forget(p);
+            }
+        }
+        let state = self.state.clone();
+        let result = tokio::task::spawn_blocking(move || reload(&state, full, cause)).await;
+        let reply = match result {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(errors)) => Err(errors.0.iter().map(ToString::to_string).collect()),
+            Err(e) => Err(vec![format!("reload task failed: {e}")]),
+        };
+        // The new config may name other files: watch those from now on.
+        let snap = self.state.snapshot.load_full();
+        files.watch_folders(&watched_files(&snap));
+        files.adopt(&watched_files(&snap));
+        reply
+    }
+}
+
+fn watched_files(snap: &Snapshot) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::with_capacity(snap.config.list_files.len() + 1);
+    v.push(snap.config.path.clone());
+    v.extend(snap.config.list_files.iter().cloned());
+    v
 }
 
 #[async_trait]
 impl BackgroundService for Housekeeping {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut triggers = self.triggers.lock().take();
         let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -75,8 +198,26 @@ impl BackgroundService for Housekeeping {
                 None
             }
         };
+        let settings = self.state.snapshot.load().config.reload.clone();
+        let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
+        let mut files = FileWatch::new(settings.watch.then_some(events_tx));
+        {
+            let snap = self.state.snapshot.load_full();
+            files.watch_folders(&watched_files(&snap));
+            files.scan(&watched_files(&snap), true);
+        }
         let mut sweep = tokio::time::interval(Duration::from_secs(10));
+        let mut poll = tokio::time::interval(settings.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut polls: u64 = 0;
+        let mut pending: Option<tokio::time::Instant> = None;
         loop {
+            let debounce = async {
+                match pending {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = sweep.tick() => {
@@ -84,13 +225,35 @@ impl BackgroundService for Housekeeping {
                     tracing::trace!(dropped, "limiter sweep");
                 }
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    match reload(&self.state) {
-                        Ok(generation) => tracing::info!(generation, "config reloaded (SIGHUP)"),
-                        Err(errors) => {
-                            for e in &errors.0 {
-                                tracing::error!("reload rejected, old config still serving: {e}");
-                            }
+                    let _ = self.reload(&mut files, true, "SIGHUP", Vec::new()).await;
+                }
+                Some(t) = async { match triggers.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    match t {
+                        Trigger::Admin(reply) => {
+                            let r = self.reload(&mut files, true, "admin", Vec::new()).await;
+                            let _ = reply.send(r);
                         }
+                    }
+                }
+                Some(()) = events.recv() => {
+                    // Wait for the writes to settle, then look.
+                    pending = Some(tokio::time::Instant::now() + settings.debounce);
+                }
+                () = debounce => {
+                    pending = None;
+                    let snap = self.state.snapshot.load_full();
+                    let changed = files.scan(&watched_files(&snap), false);
+                    if !changed.is_empty() {
+                        let _ = self.reload(&mut files, false, "file change", changed).await;
+                    }
+                }
+                _ = poll.tick() => {
+                    polls += 1;
+                    let snap = self.state.snapshot.load_full();
+                    // Stamps every tick; content hashes every 15th, for changes that kept them.
+                    let changed = files.scan(&watched_files(&snap), polls % 15 == 0);
+                    if !changed.is_empty() {
+                        let _ = self.reload(&mut files, false, "file change (poll)", changed).await;
                     }
                 }
             }

@@ -53,14 +53,15 @@ pub fn free_port(ip: &str) -> u16 {
 pub struct Proxy {
     child: Child,
     pub port: u16,
+    pub admin_port: u16,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
 }
 
 impl Proxy {
-    /// Starts `sekisho run` with `body` (the config without `listen`), listening on
-    /// 127.0.0.1 and [::1] at one ephemeral port. Retries with another port if that one was
-    /// taken in between.
+    /// Starts `sekisho run` with `body` (the config without `listen` and `admin`), listening on
+    /// 127.0.0.1 and [::1] at one ephemeral port, the admin listener at another. Retries with
+    /// other ports if one was taken in between.
     pub fn start(body: &str) -> Self {
         Self::start_with(body, |_| {})
     }
@@ -69,13 +70,11 @@ impl Proxy {
     pub fn start_with(body: &str, prepare: impl Fn(&std::path::Path)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         prepare(dir.path());
+        let config = dir.path().join("sekisho.yaml");
         for _attempt in 0..5 {
             let port = free_port("127.0.0.1");
-            let config = dir.path().join("sekisho.yaml");
-            let text = format!(
-                "listen: [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\nthreads: 1\ngrace_period: 0s\ngraceful_shutdown_timeout: 1s\n{body}"
-            );
-            std::fs::write(&config, text).expect("write config");
+            let admin_port = free_port("127.0.0.1");
+            std::fs::write(&config, Self::text(port, admin_port, body)).expect("write config");
             let mut child = Command::new(env!("CARGO_BIN_EXE_sekisho"))
                 .args(["run", "-c"])
                 .arg(&config)
@@ -89,12 +88,14 @@ impl Proxy {
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // exited: port taken or config error; try again
                 }
-                let v4 = TcpStream::connect(("127.0.0.1", port)).is_ok();
-                let v6 = TcpStream::connect(("::1", port)).is_ok();
-                if v4 && v6 {
+                let up = TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && TcpStream::connect(("::1", port)).is_ok()
+                    && TcpStream::connect(("127.0.0.1", admin_port)).is_ok();
+                if up {
                     return Self {
                         child,
                         port,
+                        admin_port,
                         dir,
                         config,
                     };
@@ -109,6 +110,23 @@ impl Proxy {
         panic!("sekisho did not start (see its stderr above)");
     }
 
+    fn text(port: u16, admin_port: u16, body: &str) -> String {
+        let reload = if body.contains("reload:") {
+            ""
+        } else {
+            "reload: { debounce: 50ms, poll_interval: 500ms }\n"
+        };
+        format!(
+            "listen: [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\nthreads: 1\ngrace_period: 0s\ngraceful_shutdown_timeout: 1s\n{reload}{body}"
+        )
+    }
+
+    /// Replaces the config (same listeners) by writing a temporary file and renaming it into
+    /// place, as editors and config management do.
+    pub fn rewrite(&self, body: &str) {
+        write_atomically(&self.config, &Self::text(self.port, self.admin_port, body));
+    }
+
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
@@ -117,10 +135,59 @@ impl Proxy {
         SocketAddr::new("::1".parse().expect("::1"), self.port)
     }
 
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.admin_port))
+    }
+
+    /// `GET /admin/status`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let r = get_from(None, self.admin_addr(), "/admin/status");
+        assert_eq!(r.status, 200);
+        serde_json::from_slice(&r.body).expect("status json")
+    }
+
+    /// The config generation now serving.
+    pub fn generation(&self) -> u64 {
+        self.status()["generation"].as_u64().expect("generation")
+    }
+
+    /// Waits (polling, bounded) until `f(status)` holds; panics with `what` after 30 s.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status();
+            if f(&s) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last status: {s}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `POST /admin/reload`.
+    pub fn reload(&self) -> Response {
+        Conn::open(None, self.admin_addr())
+            .and_then(|mut c| c.request("POST", "/admin/reload", &[], b""))
+            .expect("POST /admin/reload")
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// Writes `text` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, text).expect("write temp file");
+    std::fs::rename(&tmp, path).expect("rename into place");
 }
 
 impl Drop for Proxy {

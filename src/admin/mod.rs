@@ -1,0 +1,152 @@
+//! The admin HTTP listener (loopback by default): health, readiness, status and admin actions.
+//!
+//! `GET /healthz` (the process answers), `GET /readyz` (a config is loaded and an upstream is
+//! not marked down), `GET /admin/status` (JSON: generation, reloads, limiter, decisions),
+//! `POST /admin/reload` (reload now; answers with the new generation or the errors).
+//! Prometheus metrics join this listener in their own issue. No request path logic lives here.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::limiter::Clock;
+use crate::proxy::State;
+use crate::reload::Trigger;
+
+/// The admin app.
+pub struct Admin {
+    state: Arc<State>,
+    reload: mpsc::Sender<Trigger>,
+}
+
+impl Admin {
+    /// An admin app over `state`, sending reload requests to `reload`.
+    pub fn new(state: Arc<State>, reload: mpsc::Sender<Trigger>) -> Self {
+        Self { state, reload }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let s = &self.state;
+        let snap = s.snapshot.load();
+        let c = &s.counters;
+        let r = &s.reloads;
+        json!({
+            "config": snap.config.path.display().to_string(),
+            "generation": snap.generation,
+            "rules": snap.config.policy.rules.len(),
+            "allow_entries": snap.config.policy.allow.entries(),
+            "deny_entries": snap.config.policy.deny.entries(),
+            "reloads": {
+                "ok": r.ok.load(Ordering::Relaxed),
+                "failed": r.failed.load(Ordering::Relaxed),
+                "last_ok_unix": r.last_ok_unix.load(Ordering::Relaxed),
+                "last_duration_ms": r.last_duration_ms.load(Ordering::Relaxed),
+                "last_error": *r.last_error.lock(),
+            },
+            "limiter": {
+                "tracked_keys": s.limiter.len(),
+                "capacity": s.limiter.capacity(),
+                "evictions": s.limiter.evictions(),
+            },
+            "decisions": {
+                "allow": c.allowed.load(Ordering::Relaxed),
+                "allow_listed": c.allow_listed.load(Ordering::Relaxed),
+                "count": c.counted.load(Ordering::Relaxed),
+                "deny": c.denied.load(Ordering::Relaxed),
+                "limit": c.limited.load(Ordering::Relaxed),
+            },
+        })
+    }
+
+    async fn reload(&self) -> (StatusCode, serde_json::Value) {
+        let (tx, rx) = oneshot::channel();
+        if self.reload.send(Trigger::Admin(tx)).await.is_err() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"result": "error", "errors": ["the reload task is not running"]}),
+            );
+        }
+        match tokio::time::timeout(Duration::from_secs(120), rx).await {
+            Ok(Ok(Ok(done))) => (
+                StatusCode::OK,
+                json!({"result": "ok", "generation": done.generation, "duration_ms": done.duration_ms}),
+            ),
+            Ok(Ok(Err(errors))) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"result": "error", "errors": errors}),
+            ),
+            _ => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"result": "error", "errors": ["the reload did not answer"]}),
+            ),
+        }
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let len = r.body().len();
+    let h = r.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        h.insert(http::header::CONTENT_TYPE, v);
+    }
+    h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, "application/json", body)
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let method = req.method.clone();
+        let path = req.uri.path().to_string();
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            ("GET", "/readyz") => {
+                let snap = self.state.snapshot.load();
+                if snap.upstreams.any_up(self.state.clock.now()) {
+                    reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                } else {
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        b"not ready: every upstream refused its last connection\n".to_vec(),
+                    )
+                }
+            }
+            ("GET", "/admin/status") => json_reply(StatusCode::OK, &self.status()),
+            ("POST", "/admin/reload") => {
+                let (status, v) = self.reload().await;
+                json_reply(status, &v)
+            }
+            (_, "/healthz" | "/readyz" | "/admin/status" | "/admin/reload") => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                b"method not allowed\n".to_vec(),
+            ),
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found; try /healthz, /readyz, /admin/status, POST /admin/reload\n".to_vec(),
+            ),
+        }
+    }
+}
