@@ -93,7 +93,7 @@ fn facts<'a>(ip: IpAddr, i: usize) -> Facts<'a> {
         method,
         host: "www.example.com",
         path,
-        user_agent: "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        user_agent: b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
         headers: None,
     }
 }

@@ -98,7 +98,16 @@ fn main() -> ExitCode {
                 deny_entries = config.policy.deny.entries(),
                 "sekisho starting"
             );
-            let (server, _state) = sekisho::server::build(config, slots, cache);
+            // Until the reload task listens, SIGHUP's default action would kill the proxy
+            // (`systemctl reload` right after start): catch it from now on.
+            let early_hup = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            if let Err(e) =
+                signal_hook::flag::register(signal_hook::consts::SIGHUP, early_hup.clone())
+            {
+                tracing::warn!("cannot catch SIGHUP early: {e}");
+            }
+            let (server, state) = sekisho::server::build(config, slots, cache);
+            *state.early_hup.lock() = Some(early_hup);
             server.run_forever()
         }
         Command::DemoOrigin { listen } => {

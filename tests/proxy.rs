@@ -80,9 +80,13 @@ fn per_ip_limit_lets_exactly_burst_through_on_a_kept_alive_connection() {
     let statuses: Vec<u16> = (0..8).map(|_| c.get("/").unwrap().status).collect();
     assert_eq!(statuses, vec![200, 200, 200, 200, 200, 403, 403, 403]);
     assert_eq!(origin.hits(), 5);
-    // HEAD refusals carry Content-Length but no body, and the connection stays usable
+    // HEAD refusals carry the Content-Length of the GET answer but no body, and the
+    // connection stays usable
+    let get = c.get("/").unwrap();
+    assert_eq!(get.text(), "Forbidden\n");
     let r = c.request("HEAD", "/", &[], b"").unwrap();
     assert_eq!(r.status, 403);
+    assert_eq!(r.header("content-length"), Some("10"));
     assert_eq!(c.get("/").unwrap().status, 403);
 }
 
@@ -105,7 +109,8 @@ fn login_limit_does_not_affect_other_paths() {
     assert_eq!(r.status, 429);
     assert_eq!(r.text(), "slow down\n");
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=3600).contains(&retry), "retry-after {retry}");
+    // 1/h: the next token is an hour (less the time the test took) away
+    assert!((3590..=3600).contains(&retry), "retry-after {retry}");
     // a refused request with a body closes the connection; use a new one
     let mut c = Conn::open(None, proxy.addr()).unwrap();
     for _ in 0..10 {
@@ -204,5 +209,75 @@ fn upstream_down_gives_502_and_the_proxy_keeps_serving() {
     for i in 0..6 {
         assert_eq!(c.get("/").unwrap().status, 200, "request {i}");
     }
+    assert_eq!(origin.hits(), 6);
+}
+
+#[test]
+fn rules_see_through_evasions() {
+    let origin = Origin::start();
+    let body = format!(
+        "{}rules:\n  - name: wp\n    match: {{ path_regex: \"^/(wp-admin|wp-login\\\\.php|\\\\.env)\" }}\n    action: deny\n  - name: admin-host\n    match: {{ host: admin.example.com }}\n    action: deny\n  - name: tools\n    match: {{ user_agent: \"(?i)sqlmap\" }}\n    action: deny\n",
+        upstream(&origin)
+    );
+    let proxy = Proxy::start(&body);
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+    for path in [
+        "/wp-login.php",
+        "/%77p-login.php",
+        "//wp-admin/",
+        "/x/../.env",
+        "/./.env",
+    ] {
+        assert_eq!(c.get(path).unwrap().status, 403, "{path}");
+    }
+    for host in [
+        "admin.example.com",
+        "ADMIN.example.com.",
+        "admin.example.com:8080",
+    ] {
+        let r = c.request("GET", "/", &[("Host", host)], b"").unwrap();
+        assert_eq!(r.status, 403, "{host}");
+    }
+    let raw = |request: &[u8]| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(proxy.addr()).unwrap();
+        s.write_all(request).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // absolute-form target without Host: its authority is the host
+    let out = raw(b"GET http://admin.example.com/ HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    // a non-ASCII byte in User-Agent does not hide the tool's name
+    let out = raw(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: sqlmap/1.7\xff\r\nConnection: close\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    assert_eq!(origin.hits(), 0);
+    assert_eq!(c.get("/wp-content/x.css").unwrap().status, 200);
+}
+
+#[test]
+fn count_mode_passes_and_is_recorded_per_rule() {
+    let origin = Origin::start();
+    let body = format!(
+        "{}lists:\n  deny: {{ cidrs: [\"127.0.0.2\"], mode: count }}\nrules:\n  - name: shadow\n    limit: {{ rate: 1/h, burst: 2 }}\n    mode: count\n",
+        upstream(&origin)
+    );
+    let proxy = Proxy::start(&body);
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+    for _ in 0..5 {
+        assert_eq!(c.get("/").unwrap().status, 200);
+    }
+    assert_eq!(get_from(Some("127.0.0.2"), proxy.addr(), "/").status, 200);
+    let s = proxy.status();
+    assert_eq!(
+        s["rule_stats_since_generation"][0]["would_refuse"], 3,
+        "{s}"
+    );
+    assert_eq!(s["rule_stats_since_generation"][0]["refused"], 0, "{s}");
+    assert_eq!(s["deny_list"]["would_refuse"], 1, "{s}");
+    assert_eq!(s["decisions"]["count"], 4, "{s}");
     assert_eq!(origin.hits(), 6);
 }

@@ -37,10 +37,29 @@ impl Admin {
         let snap = s.snapshot.load();
         let c = &s.counters;
         let r = &s.reloads;
+        let policy = &snap.config.policy;
+        let rules: Vec<serde_json::Value> = policy
+            .rules
+            .iter()
+            .zip(&snap.rule_stats)
+            .map(|(r, st)| {
+                json!({
+                    "name": r.name,
+                    "mode": match r.mode { crate::config::Mode::Enforce => "enforce", crate::config::Mode::Count => "count" },
+                    "refused": st.refused.load(Ordering::Relaxed),
+                    "would_refuse": st.counted.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
         json!({
             "config": snap.config.path.display().to_string(),
             "generation": snap.generation,
             "rules": snap.config.policy.rules.len(),
+            "rule_stats_since_generation": rules,
+            "deny_list": {
+                "refused": snap.deny_list_stats.refused.load(Ordering::Relaxed),
+                "would_refuse": snap.deny_list_stats.counted.load(Ordering::Relaxed),
+            },
             "allow_entries": snap.config.policy.allow.entries(),
             "deny_entries": snap.config.policy.deny.entries(),
             "reloads": {

@@ -210,14 +210,66 @@ impl Validator<'_> {
     }
 
     fn duration(&mut self, v: Option<&S<String>>, field: &str, default: Duration) -> Duration {
+        self.duration_in(
+            v,
+            field,
+            default,
+            Duration::ZERO,
+            Duration::from_secs(86_400),
+        )
+    }
+
+    /// A duration from `min` to `max`, both included.
+    fn duration_in(
+        &mut self,
+        v: Option<&S<String>>,
+        field: &str,
+        default: Duration,
+        min: Duration,
+        max: Duration,
+    ) -> Duration {
         let Some(s) = v else { return default };
         match parse_duration(&s.value) {
+            Ok(d) if d < min || d > max => {
+                self.err(
+                    s,
+                    field,
+                    format!("{:?} is out of range ({min:?} to {max:?})", s.value),
+                );
+                default
+            }
             Ok(d) => d,
             Err(m) => {
                 self.err(s, field, m);
                 default
             }
         }
+    }
+
+    /// An upstream timeout: from 1 ms to 1 h.
+    fn timeout(&mut self, v: Option<&S<String>>, field: &str, default: Duration) -> Duration {
+        self.duration_in(
+            v,
+            field,
+            default,
+            Duration::from_millis(1),
+            Duration::from_secs(3600),
+        )
+    }
+
+    /// A shutdown timeout: whole seconds (Pingora counts in seconds), at most 1 h.
+    fn whole_seconds(&mut self, v: Option<&S<String>>, field: &str, default: Duration) -> Duration {
+        let d = self.duration_in(v, field, default, Duration::ZERO, Duration::from_secs(3600));
+        if d.subsec_nanos() != 0 {
+            if let Some(s) = v {
+                self.err(
+                    s,
+                    field,
+                    format!("{:?}: use whole seconds (e.g. 2s)", s.value),
+                );
+            }
+        }
+        d
     }
 
     fn config(&mut self, raw: RawConfig, slots: &SlotRegistry) -> Config {
@@ -250,12 +302,12 @@ impl Validator<'_> {
             Some(t) => t.value,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let grace_period = self.duration(
+        let grace_period = self.whole_seconds(
             raw.grace_period.as_ref(),
             "grace_period",
             Duration::from_secs(5),
         );
-        let graceful_shutdown_timeout = self.duration(
+        let graceful_shutdown_timeout = self.whole_seconds(
             raw.graceful_shutdown_timeout.as_ref(),
             "graceful_shutdown_timeout",
             Duration::from_secs(10),
@@ -291,22 +343,22 @@ impl Validator<'_> {
         }
         let uo = raw.upstream_options.as_ref();
         let upstream_options = UpstreamOptions {
-            connect_timeout: self.duration(
+            connect_timeout: self.timeout(
                 uo.and_then(|o| o.connect_timeout.as_ref()),
                 "upstream_options.connect_timeout",
                 Duration::from_secs(2),
             ),
-            read_timeout: self.duration(
+            read_timeout: self.timeout(
                 uo.and_then(|o| o.read_timeout.as_ref()),
                 "upstream_options.read_timeout",
                 Duration::from_secs(30),
             ),
-            write_timeout: self.duration(
+            write_timeout: self.timeout(
                 uo.and_then(|o| o.write_timeout.as_ref()),
                 "upstream_options.write_timeout",
                 Duration::from_secs(30),
             ),
-            idle_timeout: self.duration(
+            idle_timeout: self.timeout(
                 uo.and_then(|o| o.idle_timeout.as_ref()),
                 "upstream_options.idle_timeout",
                 Duration::from_secs(60),
@@ -316,9 +368,14 @@ impl Validator<'_> {
                 "upstream_options.down_for",
                 Duration::from_secs(10),
             ),
-            pool_size: uo
-                .and_then(|o| o.pool_size.as_ref())
-                .map_or(1024, |p| p.value),
+            pool_size: match uo.and_then(|o| o.pool_size.as_ref()) {
+                Some(p) if p.value == 0 => {
+                    self.err(p, "upstream_options.pool_size", "must be at least 1");
+                    1024
+                }
+                Some(p) => p.value,
+                None => 1024,
+            },
         };
 
         let client_ip = self.client_ip(raw.client_ip.as_ref());
@@ -333,19 +390,24 @@ impl Validator<'_> {
 
         let lists = raw.lists.as_ref();
         let allow = self.list(lists.and_then(|l| l.allow.as_ref()), "lists.allow");
-        if let Some(m) = lists.and_then(|l| l.allow.as_ref()).and_then(|a| a.mode) {
-            if m == Mode::Count {
-                let at = lists
-                    .and_then(|l| l.allow.as_ref())
-                    .and_then(|a| a.cidrs.first().or(a.files.first()));
-                if let Some(at) = at {
-                    self.err(at, "lists.allow.mode", "the allow list has no count mode");
-                }
+        if let Some(m) = lists
+            .and_then(|l| l.allow.as_ref())
+            .and_then(|a| a.mode.as_ref())
+        {
+            if m.value == Mode::Count {
+                self.err(
+                    m,
+                    "lists.allow.mode",
+                    "the allow list has no count mode (only lists.deny has)",
+                );
             }
         }
         let deny_raw = lists.and_then(|l| l.deny.as_ref());
         let deny = self.list(deny_raw, "lists.deny");
-        let deny_mode = deny_raw.and_then(|d| d.mode).unwrap_or_default();
+        let deny_mode = deny_raw
+            .and_then(|d| d.mode.as_ref())
+            .map(|m| m.value)
+            .unwrap_or_default();
 
         let admin_listen = match raw.admin.as_ref().and_then(|a| a.listen.as_ref()) {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
@@ -595,6 +657,22 @@ impl Validator<'_> {
                         format!("{at}.match.{key}"),
                         format!("{:?} must start with '/'", p.value),
                     );
+                } else if p.value.contains(['?', '#']) {
+                    self.err(
+                        p,
+                        format!("{at}.match.{key}"),
+                        format!("{:?}: paths are matched without the query string; use path_regex for anything else", p.value),
+                    );
+                } else if crate::engine::normalize_path(&p.value) != p.value.as_str() {
+                    self.err(
+                        p,
+                        format!("{at}.match.{key}"),
+                        format!(
+                            "{:?} can never match: requests are matched on their normalised path ({:?})",
+                            p.value,
+                            crate::engine::normalize_path(&p.value)
+                        ),
+                    );
                 }
             }
         }
@@ -604,10 +682,19 @@ impl Validator<'_> {
             .path_regex
             .as_ref()
             .and_then(|r| self.regex(r, &format!("{at}.match.path_regex")));
-        out.user_agent = m
-            .user_agent
-            .as_ref()
-            .and_then(|r| self.regex(r, &format!("{at}.match.user_agent")));
+        out.user_agent = m.user_agent.as_ref().and_then(|r| {
+            let field = format!("{at}.match.user_agent");
+            match regex::bytes::RegexBuilder::new(&r.value)
+                .size_limit(1 << 20)
+                .build()
+            {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    self.err(r, field, regex_message(&e.to_string()));
+                    None
+                }
+            }
+        });
         for (i, meth) in m.methods.iter().enumerate() {
             let up = meth.value.trim().to_ascii_uppercase();
             if up.is_empty() || !up.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -621,7 +708,9 @@ impl Validator<'_> {
             }
         }
         if let Some(h) = &m.host {
-            if h.value.trim().is_empty() || h.value.contains(['/', ' ', ':']) {
+            let v = h.value.trim();
+            let bad_star = v.strip_prefix("*.").unwrap_or(v).contains('*');
+            if v.is_empty() || bad_star || h.value.contains(['/', ' ', ':']) {
                 self.err(
                     h,
                     format!("{at}.match.host"),
@@ -715,8 +804,8 @@ impl Validator<'_> {
             return Response::plain(403);
         };
         let status = match &resp.status {
-            Some(s) if !(200..=599).contains(&s.value) => {
-                self.err(s, format!("{at}.response.status"), format!("{} is not a status from 200 to 599 (403 is the default; 429 for limits is common)", s.value));
+            Some(s) if !(200..=599).contains(&s.value) || matches!(s.value, 204 | 205 | 304) => {
+                self.err(s, format!("{at}.response.status"), format!("{} cannot be a refusal: use a status from 200 to 599 that carries a body (403 is the default; 429 for limits is common)", s.value));
                 403
             }
             Some(s) => s.value,
@@ -739,6 +828,14 @@ impl Validator<'_> {
         }
         out
     }
+}
+
+/// A regex error on one line.
+fn regex_message(e: &str) -> String {
+    format!(
+        "bad regex: {}",
+        e.split_whitespace().collect::<Vec<_>>().join(" ")
+    )
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h`.

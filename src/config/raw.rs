@@ -75,7 +75,7 @@ pub struct RawList {
     pub cidrs: Vec<S<String>>,
     #[serde(default)]
     pub files: Vec<S<String>>,
-    pub mode: Option<Mode>,
+    pub mode: Option<S<Mode>>,
 }
 
 #[derive(Debug, Deserialize)]

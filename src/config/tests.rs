@@ -254,3 +254,42 @@ fn a_reload_reads_only_the_list_file_that_changed() {
         "{e}"
     );
 }
+
+#[test]
+fn values_that_could_never_work_are_refused() {
+    let text = "\
+upstreams: [\"127.0.0.1:8000\"]
+upstream_options: { connect_timeout: 0s, pool_size: 0 }
+grace_period: 500ms
+lists:
+  allow: { cidrs: [10.0.0.1], mode: count }
+rules:
+  - name: a
+    match: { path: \"/x?y=1\", host: \"foo.*.com\" }
+    action: deny
+    response: { status: 204 }
+  - name: b
+    match: { path_prefix: \"//x/../y\" }
+    limit: { rate: 700000000/s }
+";
+    let e = errors(text);
+    let want = [
+        "t.yaml:2:38: upstream_options.connect_timeout:",
+        "t.yaml:2:53: upstream_options.pool_size:",
+        "t.yaml:3:15: grace_period:",
+        "t.yaml:5:37: lists.allow.mode:",
+        "t.yaml:8:20: rules[0].match.path:",
+        "t.yaml:8:36: rules[0].match.host:",
+        "t.yaml:10:25: rules[0].response.status:",
+        "t.yaml:12:27: rules[1].match.path_prefix:",
+        "t.yaml:13:20: rules[1].limit.rate:",
+    ];
+    for w in want {
+        assert!(
+            e.iter().any(|l| l.starts_with(w)),
+            "missing {w:?} in:\n{}",
+            e.join("\n")
+        );
+    }
+    assert_eq!(e.len(), want.len(), "{}", e.join("\n"));
+}

@@ -10,6 +10,7 @@
 //! Mutable limiter state lives in a [`Limiter`] outside the policy, so that a reload keeps the
 //! buckets of rules that did not change (see [`SlotRegistry`]).
 
+mod path;
 mod rule;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use smallvec::SmallVec;
 pub use crate::config::Mode;
 use crate::iplist::IpSet;
 use crate::limiter::{BucketKey, Limiter, Nanos, Predecessor, Quota};
+pub use path::normalize_path;
 pub use rule::{HostMatch, KeyKind, LimitSpec, Matcher, Response, Rule, RuleKind};
 
 /// What is known of one request when it is judged.
@@ -34,10 +36,10 @@ pub struct Facts<'a> {
     pub method: &'a str,
     /// The host the request names, without port; empty if none.
     pub host: &'a str,
-    /// The path, without the query string.
+    /// The path, without the query string, normalised ([`normalize_path`]).
     pub path: &'a str,
-    /// The `User-Agent` header; empty if none.
-    pub user_agent: &'a str,
+    /// The `User-Agent` header, as bytes; empty if none.
+    pub user_agent: &'a [u8],
     /// All request headers, for `key: header:NAME`.
     pub headers: Option<&'a HeaderMap>,
 }

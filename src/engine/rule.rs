@@ -94,8 +94,8 @@ pub struct Matcher {
     pub methods: Vec<String>,
     /// `host:`.
     pub host: Option<HostMatch>,
-    /// `user_agent:` regex (searched; a missing header is the empty string).
-    pub user_agent: Option<Regex>,
+    /// `user_agent:` regex, searched in the header's bytes (a missing header is empty).
+    pub user_agent: Option<regex::bytes::Regex>,
 }
 
 /// `host:`: `example.com` or `*.example.com` (any subdomain, not the apex), case-insensitive.
@@ -110,7 +110,7 @@ pub enum HostMatch {
 impl HostMatch {
     /// Parses `example.com` or `*.example.com`.
     pub fn parse(s: &str) -> Self {
-        let s = s.trim().to_ascii_lowercase();
+        let s = s.trim().trim_end_matches('.').to_ascii_lowercase();
         match s.strip_prefix('*') {
             Some(rest) if rest.starts_with('.') => HostMatch::Suffix(rest.to_string()),
             _ => HostMatch::Exact(s),

@@ -25,7 +25,7 @@ fn req<'a>(ip: &str, method: &'a str, path: &'a str) -> Facts<'a> {
         method,
         host: "example.com",
         path,
-        user_agent: "curl/8",
+        user_agent: b"curl/8",
         headers: None,
     }
 }
@@ -194,7 +194,7 @@ fn matchers_combine() {
     );
     let mut f = req("192.0.2.1", "POST", "/api/v1");
     f.host = "API.Example.com";
-    f.user_agent = "SomeBot/1.0";
+    f.user_agent = b"SomeBot/1.0";
     assert!(!p.decide(&f, &l, 0).passes());
     for change in 0..4 {
         let mut g = f;
@@ -202,7 +202,7 @@ fn matchers_combine() {
             0 => g.method = "GET",
             1 => g.path = "/ap",
             2 => g.host = "example.com",
-            _ => g.user_agent = "Mozilla/5.0",
+            _ => g.user_agent = b"Mozilla/5.0",
         }
         assert_eq!(p.decide(&g, &l, 0), Decision::Allow, "change {change}");
     }

@@ -225,6 +225,28 @@ mod tests {
     }
 
     proptest! {
+        // IPv6 too: merged ranges agree with a linear scan.
+        #[test]
+        fn v6_agrees_with_linear_scan(
+            nets in proptest::collection::vec((any::<u128>(), 16u8..=128), 0..64),
+            probes in proptest::collection::vec(any::<u128>(), 64),
+        ) {
+            let nets: Vec<IpNet> = nets
+                .into_iter()
+                .map(|(a, p)| IpNet::new(std::net::Ipv6Addr::from(a).into(), p).unwrap().trunc())
+                .collect();
+            let s = IpSet::new(nets.iter().copied());
+            for p in probes {
+                let a = IpAddr::from(std::net::Ipv6Addr::from(p));
+                prop_assert_eq!(s.contains(a), nets.iter().any(|n| n.contains(&a)));
+            }
+            for n in &nets {
+                for a in [n.network(), n.broadcast()] {
+                    prop_assert!(s.contains(a));
+                }
+            }
+        }
+
         // The merged ranges agree with a linear scan over the original networks.
         #[test]
         fn agrees_with_linear_scan(

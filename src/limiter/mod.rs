@@ -243,10 +243,14 @@ fn gcra_update(tat: &AtomicU64, quota: &Quota, now: Nanos) -> Result<(), Nanos> 
     }
 }
 
-/// The TAT under `new` of a bucket whose TAT under `old` is `old_tat`: the same share of a full
-/// bucket stays available (a drained bucket stays drained, a full one stays full), capped so
-/// that no more whole tokens are available than before.
+/// The TAT under `new` of a bucket whose TAT under `old` is `old_tat`. A bucket that was full
+/// stays full (as for a client never seen); otherwise the client keeps the tokens it had, in
+/// time-equivalent, capped at the new burst: a drained bucket stays drained.
 fn carry_over(old_tat: Nanos, old: &Quota, new: &Quota, now: Nanos) -> Nanos {
+    if old_tat <= now {
+        // full under the old quota: full under the new one, like a client never seen
+        return now;
+    }
     let debt = old_tat.saturating_sub(now).min(old.tolerance());
     let available_old = u128::from(old.tolerance() - debt);
     // tokens available under the old quota, in units of the new emission interval
@@ -255,23 +259,54 @@ fn carry_over(old_tat: Nanos, old: &Quota, new: &Quota, now: Nanos) -> Nanos {
     now.saturating_add(new.tolerance() - available_new)
 }
 
-/// Makes room in a full shard; returns how many buckets that still held a debt were dropped.
+/// Makes room in a full shard, down to 7/8 of `cap` so that the next insertions do not scan
+/// again; returns how many buckets that still held a debt were dropped.
+///
+/// Buckets that have refilled by `now` go first (forgetting them changes no decision). If that
+/// is not enough, buckets closest to full go next: the threshold is taken from a sample of 256
+/// buckets (no allocation), and exactly as many as needed are dropped.
 fn evict(table: &mut Shard, now: Nanos, cap: usize) -> usize {
     table.retain(|(_, tat)| *tat.get_mut() > now);
-    if table.len() < cap {
+    let low = cap - cap / 8;
+    if table.len() <= low {
         return 0;
     }
-    // Every bucket still owes tokens: drop the eighth closest to full (smallest TAT).
-    let mut tats: Vec<u64> = table
-        .iter()
-        .map(|(_, t)| t.load(Ordering::Relaxed))
-        .collect();
-    let nth = tats.len() / 8;
-    let (_, threshold, _) = tats.select_nth_unstable(nth);
-    let threshold = *threshold;
-    let before = table.len();
-    table.retain(|(_, tat)| *tat.get_mut() > threshold);
-    before - table.len()
+    let excess = table.len() - low;
+    let mut sample = [0u64; 256];
+    let mut n = 0;
+    for (_, tat) in table.iter() {
+        if n == sample.len() {
+            break;
+        }
+        sample[n] = tat.load(Ordering::Relaxed);
+        n += 1;
+    }
+    let sample = &mut sample[..n];
+    sample.sort_unstable();
+    // the share of the shard to drop, as a rank in the sample (at least the smallest)
+    let rank = (excess * n).div_ceil(table.len()).clamp(1, n) - 1;
+    let threshold = sample[rank];
+    let mut dropped = 0;
+    table.retain(|(_, tat)| {
+        if dropped < excess && *tat.get_mut() <= threshold {
+            dropped += 1;
+            false
+        } else {
+            true
+        }
+    });
+    if dropped < excess {
+        // the sample underestimated: drop the rest in table order
+        table.retain(|_| {
+            if dropped < excess {
+                dropped += 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+    dropped
 }
 
 #[cfg(test)]
@@ -343,12 +378,39 @@ mod tests {
         }
         assert!(l.len() <= l.capacity());
         assert_eq!(l.evictions(), 0);
-        // now all hold a debt at the same instant: new keys force real evictions
-        for i in 1000..1100 {
-            assert!(l.acquire(BucketKey::new(0, i), &q, 2 * SEC).is_ok());
+    }
+
+    #[test]
+    fn evicts_an_eighth_closest_to_full_and_keeps_the_rest() {
+        let l = Limiter::new(64);
+        let q = quota(1, 3600, 1);
+        // 64 drained buckets, the older ones closer to full
+        for i in 0..64u64 {
+            assert!(l
+                .acquire(BucketKey::new(0, u128::from(i)), &q, i * SEC)
+                .is_ok());
         }
-        assert!(l.len() <= l.capacity());
-        assert!(l.evictions() > 0);
+        // one more key: the shard goes down to 56 (the 8 oldest), then takes the new one
+        assert!(l.acquire(BucketKey::new(0, 1000), &q, 64 * SEC).is_ok());
+        assert_eq!(l.evictions(), 8);
+        assert_eq!(l.len(), 57);
+        // the survivors are still drained; an evicted one came back full
+        for i in 8..64u64 {
+            assert!(
+                l.acquire(BucketKey::new(0, u128::from(i)), &q, 64 * SEC)
+                    .is_err(),
+                "key {i}"
+            );
+        }
+        assert!(l.acquire(BucketKey::new(0, 0), &q, 64 * SEC).is_ok());
+        // ties: all at one instant, still only what is needed goes
+        let l = Limiter::new(64);
+        for i in 0..64 {
+            assert!(l.acquire(BucketKey::new(0, i), &q, 0).is_ok());
+        }
+        assert!(l.acquire(BucketKey::new(0, 1000), &q, 0).is_ok());
+        assert_eq!(l.len(), 57);
+        assert_eq!(l.evictions(), 8);
     }
 
     #[test]
@@ -368,12 +430,18 @@ mod tests {
         let bigger = quota(1, 3600, 10);
         assert!(l.acquire_after(k(1), &bigger, 0, Some(&pred)).is_err());
         assert!(l.acquire_after(k(1), &bigger, 0, Some(&pred)).is_err());
-        // a client that was full under the old quota is full under the new one
-        let fresh = BucketKey::new(1, 10);
+        // a client seen under the old quota, refilled since, is full under the new one
+        let seen = |slot| BucketKey::new(slot, 10);
+        assert!(l.acquire(seen(0), &old, 0).is_ok());
+        let later = 3 * 3600 * SEC;
         for _ in 0..10 {
-            assert!(l.acquire_after(fresh, &bigger, 0, Some(&pred)).is_ok());
+            assert!(l
+                .acquire_after(seen(1), &bigger, later, Some(&pred))
+                .is_ok());
         }
-        assert!(l.acquire_after(fresh, &bigger, 0, Some(&pred)).is_err());
+        assert!(l
+            .acquire_after(seen(1), &bigger, later, Some(&pred))
+            .is_err());
         // half a bucket left under burst 4 → two tokens under burst 4 at another rate
         let mid = quota(1, 60, 4);
         for _ in 0..2 {

@@ -33,8 +33,8 @@ pub enum RateError {
     /// Unknown unit.
     #[error("unknown unit {0:?}; use s, min, h or d")]
     Unit(String),
-    /// So fast that one token is worth less than a nanosecond.
-    #[error("rate {0:?} is above 1,000,000,000 per second")]
+    /// So fast that whole nanoseconds between tokens cannot express it.
+    #[error("rate {0:?} is too high to keep exactly (at most ~1,000,000 per second per key)")]
     TooFast(String),
 }
 
@@ -43,7 +43,9 @@ impl Quota {
     pub fn new(count: NonZeroU32, period_secs: u32, burst: NonZeroU32) -> Option<Self> {
         let period = u64::from(period_secs).checked_mul(NANOS_PER_SEC)?;
         let emission = period / u64::from(count.get());
-        if emission == 0 {
+        // Whole nanoseconds between tokens: refuse a rate the rounding would change by more
+        // than 0.1% (only absurdly high rates, above ~1M/s per key, get there).
+        if emission == 0 || (period % u64::from(count.get())) * 1000 > period {
             return None;
         }
         Some(Self {
@@ -71,7 +73,7 @@ impl Quota {
             "d" | "day" => 86_400,
             other => return Err(RateError::Unit(other.to_string())),
         };
-        if period == 1 && u64::from(count.get()) > NANOS_PER_SEC {
+        if Quota::new(count, period, count).is_none() {
             return Err(RateError::TooFast(s.to_string()));
         }
         Ok((count, period))
@@ -132,6 +134,12 @@ mod tests {
             Quota::parse_rate("4000000000/s"),
             Err(RateError::TooFast(_))
         ));
+        assert!(matches!(
+            Quota::parse_rate("700000000/s"),
+            Err(RateError::TooFast(_))
+        ));
+        assert!(Quota::parse_rate("1000000/s").is_ok());
+        assert!(Quota::parse_rate("3/s").is_ok());
     }
 
     #[test]

@@ -22,15 +22,14 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, policy: &ClientIp) -> IpAddr
     }
     let mut client = peer;
     for value in headers.get_all(&policy.header).iter().rev() {
-        let Ok(text) = value.to_str() else {
-            return client;
-        };
-        for part in text.rsplit(',') {
-            let part = part.trim();
+        // Entry by entry: a client can put any bytes in the part of the line it wrote, and
+        // that must not spoil the entries our own proxies appended after it.
+        for part in value.as_bytes().rsplit(|&b| b == b',') {
+            let part = part.trim_ascii();
             if part.is_empty() {
                 continue;
             }
-            let Some(ip) = parse_forwarded(part) else {
+            let Some(ip) = std::str::from_utf8(part).ok().and_then(parse_forwarded) else {
                 return client;
             };
             client = ip;

@@ -18,7 +18,7 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
 use crate::config::{Config, ListCache};
-use crate::engine::{Decision, Facts, SlotRegistry};
+use crate::engine::{normalize_path, Decision, Facts, RuleRef, SlotRegistry};
 use crate::limiter::{Clock, Limiter, MonotonicClock};
 pub use identity::client_ip;
 use parking_lot::Mutex;
@@ -33,16 +33,46 @@ pub struct Snapshot {
     pub upstreams: UpstreamPool,
     /// 1 for the config loaded at start, +1 for each successful reload.
     pub generation: u64,
+    /// Per rule (same order as the policy's rules), since this snapshot was loaded.
+    pub rule_stats: Vec<RuleStats>,
+    /// For the deny list, since this snapshot was loaded.
+    pub deny_list_stats: RuleStats,
+}
+
+/// What one rule did.
+#[derive(Debug, Default)]
+pub struct RuleStats {
+    /// Requests it refused (enforce mode).
+    pub refused: AtomicU64,
+    /// Requests it would have refused (count mode; the first such rule of a request).
+    pub counted: AtomicU64,
 }
 
 impl Snapshot {
     /// Wraps a validated config.
     pub fn new(config: Config, generation: u64) -> Self {
         let upstreams = UpstreamPool::new(&config.upstreams, config.upstream_options.down_for);
+        let rule_stats = config
+            .policy
+            .rules
+            .iter()
+            .map(|_| RuleStats::default())
+            .collect();
         Self {
             config,
             upstreams,
             generation,
+            rule_stats,
+            deny_list_stats: RuleStats::default(),
+        }
+    }
+
+    /// The stats of what decided.
+    pub fn stats_of(&self, r: RuleRef) -> Option<&RuleStats> {
+        match r {
+            RuleRef::Rule(i) => self.rule_stats.get(usize::from(i)),
+            RuleRef::DenyList => Some(&self.deny_list_stats),
+            RuleRef::AllowList => None,
         }
     }
 }
@@ -79,6 +109,8 @@ pub struct State {
     pub list_cache: Mutex<ListCache>,
     /// Reload outcomes.
     pub reloads: ReloadStats,
+    /// Set by a SIGHUP that arrived before the reload task listened.
+    pub early_hup: Mutex<Option<Arc<std::sync::atomic::AtomicBool>>>,
 }
 
 /// Reload outcomes since start.
@@ -109,6 +141,7 @@ impl State {
             counters: Counters::default(),
             list_cache: Mutex::new(cache),
             reloads: ReloadStats::default(),
+            early_hup: Mutex::new(None),
         }
     }
 }
@@ -130,6 +163,8 @@ pub struct Ctx {
     snapshot: Arc<Snapshot>,
     /// Upstream connection attempts so far.
     tries: usize,
+    /// Where this request's walk over the upstream peers started.
+    start: Option<usize>,
     /// Index in the pool of the peer tried last.
     peer: usize,
 }
@@ -147,6 +182,7 @@ impl ProxyHttp for Sekisho {
         Ctx {
             snapshot: self.state.snapshot.load_full(),
             tries: 0,
+            start: None,
             peer: 0,
         }
     }
@@ -161,23 +197,24 @@ impl ProxyHttp for Sekisho {
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let ip = client_ip(peer, &req.headers, &snap.config.client_ip);
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host())
-            .map(strip_port)
+        // The absolute-form target's authority wins over Host (RFC 9112 3.2.2), as upstream
+        // will see it.
+        let host = pingora::http::authority::raw_target_authority(req.raw_path())
+            .authority()
+            .or_else(|| req.headers.get(http::header::HOST).map(|h| h.as_bytes()))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .map(host_only)
             .unwrap_or("");
         let user_agent = req
             .headers
             .get(http::header::USER_AGENT)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
+            .map_or(&b""[..], |h| h.as_bytes());
+        let path = normalize_path(req.uri.path());
         let facts = Facts {
             ip,
             method: req.method.as_str(),
             host,
-            path: req.uri.path(),
+            path: &path,
             user_agent,
             headers: Some(&req.headers),
         };
@@ -194,6 +231,9 @@ impl ProxyHttp for Sekisho {
             }
             Decision::Count { rule } => {
                 c.counted.fetch_add(1, Ordering::Relaxed);
+                if let Some(s) = snap.stats_of(rule) {
+                    s.counted.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::debug!(%ip, rule = policy.name_of(rule), path = facts.path, "count: would have refused");
                 return Ok(false);
             }
@@ -206,6 +246,9 @@ impl ProxyHttp for Sekisho {
                 (rule, Some(retry_after))
             }
         };
+        if let Some(s) = snap.stats_of(rule) {
+            s.refused.fetch_add(1, Ordering::Relaxed);
+        }
         let response = policy.response_of(rule);
         let is_head = req.method == http::Method::HEAD;
         // A refused request's body is not worth reading: keep the connection only when there
@@ -239,7 +282,8 @@ impl ProxyHttp for Sekisho {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let pool = &ctx.snapshot.upstreams;
-        let Some(idx) = pool.pick(ctx.tries, self.state.clock.now()) else {
+        let start = *ctx.start.get_or_insert_with(|| pool.start());
+        let Some(idx) = pool.pick(start, ctx.tries, self.state.clock.now()) else {
             return Error::e_explain(ErrorType::ConnectNoRoute, "no upstream configured");
         };
         ctx.peer = idx;
@@ -269,29 +313,33 @@ impl ProxyHttp for Sekisho {
     }
 }
 
-/// `example.com:8080` → `example.com`; `[::1]:8080` → `[::1]`.
-fn strip_port(host: &str) -> &str {
+/// `example.com:8080` → `example.com`; `example.com.` → `example.com`; `[::1]:8080` → `[::1]`.
+fn host_only(host: &str) -> &str {
+    let host = host.trim();
     if host.starts_with('[') {
         return match host.find(']') {
             Some(end) => &host[..=end],
             None => host,
         };
     }
-    match host.rsplit_once(':') {
+    let host = match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
-    }
+    };
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::strip_port;
+    use super::host_only;
 
     #[test]
-    fn strips_ports() {
-        assert_eq!(strip_port("example.com:8080"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("[::1]:8080"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
+    fn host_without_port_or_final_dot() {
+        assert_eq!(host_only("example.com:8080"), "example.com");
+        assert_eq!(host_only("example.com"), "example.com");
+        assert_eq!(host_only("admin.example.com."), "admin.example.com");
+        assert_eq!(host_only("admin.example.com.:80"), "admin.example.com");
+        assert_eq!(host_only("[::1]:8080"), "[::1]");
+        assert_eq!(host_only("[::1]"), "[::1]");
     }
 }

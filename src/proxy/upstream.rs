@@ -29,21 +29,24 @@ impl UpstreamPool {
         }
     }
 
-    /// The peer for attempt `try_no` (0 first) of a request: the next healthy peer in turn.
-    pub fn pick(&self, try_no: usize, now: Nanos) -> Option<usize> {
+    /// Where a new request starts its walk over the peers (round robin).
+    pub fn start(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The peer for attempt `try_no` (0 first) of a request that started at `start`: the first
+    /// healthy peer from `start + try_no` on; when all are down, `start + try_no` itself, so
+    /// that retries still walk over every peer.
+    pub fn pick(&self, start: usize, try_no: usize, now: Nanos) -> Option<usize> {
         let n = self.peers.len();
         if n == 0 {
             return None;
         }
-        let start = if try_no == 0 {
-            self.next.fetch_add(1, Ordering::Relaxed)
-        } else {
-            self.next.load(Ordering::Relaxed).wrapping_add(try_no)
-        };
+        let from = start.wrapping_add(try_no);
         let healthy = (0..n)
-            .map(|i| start.wrapping_add(i) % n)
+            .map(|i| from.wrapping_add(i) % n)
             .find(|&i| self.peers[i].1.load(Ordering::Relaxed) <= now);
-        Some(healthy.unwrap_or(start % n))
+        Some(healthy.unwrap_or(from % n))
     }
 
     /// Whether some peer is not marked down at `now`.
@@ -94,14 +97,14 @@ mod tests {
     #[test]
     fn round_robin_skips_down_peers() {
         let p = pool(3);
-        let picks: Vec<usize> = (0..3).map(|_| p.pick(0, 0).unwrap()).collect();
+        let picks: Vec<usize> = (0..3).map(|_| p.pick(p.start(), 0, 0).unwrap()).collect();
         assert_eq!(picks, vec![0, 1, 2]);
         p.mark_down(1, 0);
-        let picks: Vec<usize> = (0..4).map(|_| p.pick(0, 1).unwrap()).collect();
+        let picks: Vec<usize> = (0..4).map(|_| p.pick(p.start(), 0, 1).unwrap()).collect();
         assert!(!picks.contains(&1));
         // after down_for the peer is back
         let later = 11_000_000_000;
-        assert!((0..3).any(|_| p.pick(0, later) == Some(1)));
+        assert!((0..3).any(|_| p.pick(p.start(), 0, later) == Some(1)));
     }
 
     #[test]
@@ -109,7 +112,9 @@ mod tests {
         let p = pool(2);
         p.mark_down(0, 0);
         p.mark_down(1, 0);
-        assert!(p.pick(0, 1).is_some());
-        assert_eq!(pool(0).pick(0, 0), None);
+        // retries walk over both peers, never the same one twice in a row
+        assert_eq!(p.pick(7, 0, 1), Some(1));
+        assert_eq!(p.pick(7, 1, 1), Some(0));
+        assert_eq!(pool(0).pick(0, 0, 0), None);
     }
 }

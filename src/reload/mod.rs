@@ -206,6 +206,12 @@ impl BackgroundService for Housekeeping {
             files.watch_folders(&watched_files(&snap));
             files.scan(&watched_files(&snap), true);
         }
+        let early_hup = self.state.early_hup.lock().take();
+        if early_hup.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            let _ = self
+                .reload(&mut files, true, "SIGHUP (before start)", Vec::new())
+                .await;
+        }
         let mut sweep = tokio::time::interval(Duration::from_secs(10));
         let mut poll = tokio::time::interval(settings.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
