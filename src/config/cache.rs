@@ -118,9 +118,11 @@ impl ListCache {
         self.files.remove(path);
     }
 
-    /// Forgets everything: the next load reads every file (an explicit reload asks for this).
-    pub fn clear(&mut self) {
-        self.files.clear();
-        self.sets.clear();
+    /// Makes the next load read and hash every file, whatever its stamp (an explicit reload
+    /// asks for this); a file whose content is unchanged is still not parsed again.
+    pub fn distrust_stamps(&mut self) {
+        for f in self.files.values_mut() {
+            f.stamp.len = u64::MAX;
+        }
     }
 }

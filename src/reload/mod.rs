@@ -49,15 +49,16 @@ pub enum Trigger {
     Admin(oneshot::Sender<ReloadReply>),
 }
 
-/// Re-reads the config the current snapshot came from (reusing unchanged list files from the
-/// state's cache unless `full`), and swaps it in if valid.
+/// Re-reads the config the current snapshot came from, and swaps it in if valid. List files
+/// whose stamp is unchanged are not read again unless `full`; a file whose content is
+/// unchanged is never parsed again.
 pub fn reload(state: &State, full: bool, cause: &str) -> Result<ReloadDone, ConfigErrors> {
     let started = Instant::now();
     let old = state.snapshot.load_full();
     let result = {
         let mut cache = state.list_cache.lock();
         if full {
-            cache.clear();
+            cache.distrust_stamps();
         }
         config::load_cached(&old.config.path, &state.slots, &mut cache)
     };
