@@ -136,3 +136,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// mimalloc: Pingora allocates per request and the reload path builds large sets on a
+/// blocking thread; glibc's per-thread arenas kept that memory (RSS crept from 60 to 135 MiB
+/// over repeated 1M-line reloads) and malloc/free cost ~9% of a proxying core.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -18,6 +18,18 @@ fn errors(text: &str) -> Vec<String> {
     }
 }
 
+/// `errors` holds one line starting with each of `want`, and nothing else.
+fn assert_exactly(errors: &[String], want: &[&str]) {
+    for w in want {
+        assert!(
+            errors.iter().any(|l| l.starts_with(w)),
+            "missing {w:?} in:\n{}",
+            errors.join("\n")
+        );
+    }
+    assert_eq!(errors.len(), want.len(), "{}", errors.join("\n"));
+}
+
 #[test]
 fn the_issue_example_parses() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,14 +154,7 @@ rules:
         "t.yaml:23:25: rules[6].response.status:",
         "t.yaml:23:43: rules[6].response.retry_after:",
     ];
-    for w in want {
-        assert!(
-            e.iter().any(|l| l.starts_with(w)),
-            "missing {w:?} in:\n{}",
-            e.join("\n")
-        );
-    }
-    assert_eq!(e.len(), want.len(), "{}", e.join("\n"));
+    assert_exactly(&e, &want);
 }
 
 #[test]
@@ -284,12 +289,5 @@ rules:
         "t.yaml:12:27: rules[1].match.path_prefix:",
         "t.yaml:13:20: rules[1].limit.rate:",
     ];
-    for w in want {
-        assert!(
-            e.iter().any(|l| l.starts_with(w)),
-            "missing {w:?} in:\n{}",
-            e.join("\n")
-        );
-    }
-    assert_eq!(e.len(), want.len(), "{}", e.join("\n"));
+    assert_exactly(&e, &want);
 }
