@@ -7,6 +7,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 
 use sekisho::engine::ip_key;
+
+// The allocator the binary uses, so the figure is the one production sees.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sekisho::limiter::{BucketKey, Limiter, Quota};
 
 fn rss_bytes() -> u64 {
