@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use common::{v4_addrs, v4_cidrs, Rng};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ipnet::IpNet;
-use sekisho::engine::{Facts, Policy, RuleKind, SlotRegistry};
+use sekisho::engine::{Country, Facts, Policy, RuleKind, SlotRegistry};
 use sekisho::limiter::{Clock, FakeClock, Limiter};
 
 const RULES: &str = r#"
@@ -95,6 +95,7 @@ fn facts<'a>(ip: IpAddr, i: usize) -> Facts<'a> {
         path,
         user_agent: b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
         headers: None,
+        country: Country::UNKNOWN,
     }
 }
 

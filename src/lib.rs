@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod engine;
+pub mod geo;
 pub mod iplist;
 pub mod limiter;
 pub mod origin;

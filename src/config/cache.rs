@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::geo::GeoDb;
 use crate::iplist::IpSet;
 
 /// Identity of a file version without reading it.
@@ -58,6 +59,7 @@ struct CachedFile {
 pub struct ListCache {
     files: HashMap<PathBuf, CachedFile>,
     sets: HashMap<String, (u64, Arc<IpSet>)>,
+    geo: Option<(PathBuf, FileStamp, Arc<GeoDb>)>,
     /// List files read from disk since the cache was made (for tests and logs).
     pub files_read: u64,
     /// List files parsed since the cache was made.
@@ -116,6 +118,25 @@ impl ListCache {
     /// Forgets one file (its content changed while its stamp did not).
     pub fn forget(&mut self, path: &Path) {
         self.files.remove(path);
+        if self.geo.as_ref().is_some_and(|(p, _, _)| p == path) {
+            self.geo = None;
+        }
+    }
+
+    /// The country database at `path`: the loaded one if its stamp is unchanged, else read
+    /// and checked anew.
+    pub fn geo(&mut self, path: &Path) -> Result<Arc<GeoDb>, String> {
+        let stamp =
+            FileStamp::of(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        if let Some((p, s, db)) = &self.geo {
+            if p == path && *s == stamp {
+                return Ok(db.clone());
+            }
+        }
+        let db = Arc::new(GeoDb::open(path)?);
+        self.files_read += 1;
+        self.geo = Some((path.to_path_buf(), stamp, db.clone()));
+        Ok(db)
     }
 
     /// Makes the next load read and hash every file, whatever its stamp (an explicit reload
@@ -124,5 +145,6 @@ impl ListCache {
         for f in self.files.values_mut() {
             f.stamp.len = u64::MAX;
         }
+        self.geo = None;
     }
 }

@@ -25,9 +25,11 @@ use http::HeaderName;
 use ipnet::IpNet;
 use regex::{Regex, RegexBuilder};
 
+use crate::engine::Country;
 use crate::engine::{
     HostMatch, KeyKind, LimitSpec, Matcher, Policy, Response, Rule, RuleKind, SlotRegistry,
 };
+use crate::geo::GeoDb;
 use crate::iplist::{self, IpSet};
 use crate::limiter::Quota;
 use cache::Cached;
@@ -70,6 +72,17 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// `reload:`.
     pub reload: ReloadSettings,
+    /// `geo:`.
+    pub geo: GeoSettings,
+}
+
+/// `geo:`: where a client's country comes from.
+#[derive(Debug, Clone, Default)]
+pub struct GeoSettings {
+    /// `geo.database`, loaded.
+    pub database: Option<Arc<GeoDb>>,
+    /// `geo.header`: a country header believed from trusted proxies only.
+    pub header: Option<HeaderName>,
 }
 
 /// `reload:`: how file changes are noticed.
@@ -447,8 +460,37 @@ impl Validator<'_> {
                 self.err(p, "reload.poll_interval", "must be above 0 (e.g. 2s)");
             }
         }
+        let geo = self.geo(raw.geo.as_ref());
         let rules = self.rules(&raw.rules, slots);
+        let uses_country = rules.iter().any(|r| {
+            r.matcher.uses_country()
+                || matches!(&r.kind, RuleKind::Limit(l) if l.key == KeyKind::Country)
+        });
+        if uses_country && geo.database.is_none() && geo.header.is_none() {
+            if let Some((i, key, at)) = raw.rules.iter().enumerate().find_map(|(i, r)| {
+                let m = r.matcher.as_ref()?;
+                m.country
+                    .first()
+                    .map(|c| (i, "country", c))
+                    .or_else(|| m.country_not.first().map(|c| (i, "country_not", c)))
+            }) {
+                self.err(
+                    at,
+                    format!("rules[{i}].match.{key}"),
+                    "country rules need geo.database or geo.header",
+                );
+            } else {
+                self.errors.push(ConfigError {
+                    file: self.file.clone(),
+                    line: 0,
+                    column: 0,
+                    field: "geo".into(),
+                    message: "a limit keyed by country needs geo.database or geo.header".into(),
+                });
+            }
+        }
         Config {
+            geo,
             admin_listen,
             reload,
             path: self.file.clone(),
@@ -466,10 +508,35 @@ impl Validator<'_> {
                 deny_response: Response::plain(403),
                 rules,
                 ipv6_prefix: client_ip.ipv6_prefix,
+                uses_country,
             },
             client_ip,
             list_files: std::mem::take(&mut self.list_files),
         }
+    }
+
+    fn geo(&mut self, raw: Option<&raw::RawGeo>) -> GeoSettings {
+        let mut out = GeoSettings::default();
+        let Some(raw) = raw else { return out };
+        if let Some(d) = &raw.database {
+            let path = self.dir.join(&d.value);
+            match self.cache.geo(&path) {
+                Ok(db) => out.database = Some(db),
+                Err(m) => self.err(d, "geo.database", m),
+            }
+            self.list_files.push(path);
+        }
+        if let Some(h) = &raw.header {
+            match HeaderName::from_bytes(h.value.trim().as_bytes()) {
+                Ok(n) => out.header = Some(n),
+                Err(_) => self.err(
+                    h,
+                    "geo.header",
+                    format!("{:?} is not a header name", h.value),
+                ),
+            }
+        }
+        out
     }
 
     fn client_ip(&mut self, raw: Option<&raw::RawClientIp>) -> ClientIp {
@@ -708,6 +775,23 @@ impl Validator<'_> {
                 out.methods.push(up);
             }
         }
+        for (key, list, out_list) in [
+            ("country", &m.country, &mut out.country),
+            ("country_not", &m.country_not, &mut out.country_not),
+        ] {
+            for (i, c) in list.iter().enumerate() {
+                match Country::parse(c.value.trim().as_bytes()) {
+                    Some(code) => out_list.push(code),
+                    None => self.errors.push(ConfigError {
+                        file: self.file.clone(),
+                        line: c.referenced.line(),
+                        column: c.referenced.column(),
+                        field: format!("{at}.match.{key}[{i}]"),
+                        message: format!("{:?} is not a two-letter country code (e.g. JP, US) or \"??\" for unknown", c.value),
+                    }),
+                }
+            }
+        }
         if let Some(h) = &m.host {
             let v = h.value.trim();
             let bad_star = v.strip_prefix("*.").unwrap_or(v).contains('*');
@@ -774,6 +858,7 @@ impl Validator<'_> {
             Some(k) => match k.value.trim() {
                 "ip" => KeyKind::Ip,
                 "ip_path" => KeyKind::IpPath,
+                "country" => KeyKind::Country,
                 other => match other.strip_prefix("header:") {
                     Some(h) => match HeaderName::from_bytes(h.trim().as_bytes()) {
                         Ok(n) => KeyKind::Header(n),
@@ -790,7 +875,7 @@ impl Validator<'_> {
                         self.err(
                             k,
                             format!("{at}.limit.key"),
-                            format!("{other:?}: use ip, ip_path or header:NAME"),
+                            format!("{other:?}: use ip, ip_path, country or header:NAME"),
                         );
                         return None;
                     }

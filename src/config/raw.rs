@@ -22,9 +22,17 @@ pub struct RawConfig {
     pub lists: Option<RawLists>,
     pub max_tracked_keys: Option<S<usize>>,
     pub admin: Option<RawAdmin>,
+    pub geo: Option<RawGeo>,
     pub reload: Option<RawReload>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeo {
+    pub database: Option<S<String>>,
+    pub header: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +108,10 @@ pub struct RawMatch {
     pub methods: Vec<S<String>>,
     pub host: Option<S<String>>,
     pub user_agent: Option<S<String>>,
+    #[serde(default)]
+    pub country: Vec<S<String>>,
+    #[serde(default)]
+    pub country_not: Vec<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -204,16 +204,18 @@ fn durations() {
 
 #[test]
 fn shipped_configs_validate() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
     let mut n = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.extension().is_some_and(|e| e == "yaml") {
-            load(&p, &SlotRegistry::default()).unwrap_or_else(|e| panic!("{e}"));
-            n += 1;
+    for dir in [root.clone(), root.join("examples")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "yaml") {
+                load(&p, &SlotRegistry::default()).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
         }
     }
-    assert!(n >= 1);
+    assert!(n >= 2);
 }
 
 #[test]
@@ -290,4 +292,21 @@ rules:
         "t.yaml:13:20: rules[1].limit.rate:",
     ];
     assert_exactly(&e, &want);
+}
+
+#[test]
+fn geo_settings_are_checked() {
+    let e = errors(
+        "upstreams: [\"127.0.0.1:8000\"]\ngeo: { database: nowhere.mmdb, header: \"bad header\" }\nrules:\n  - name: a\n    match: { country: [JPN] }\n    action: deny\n",
+    );
+    assert_exactly(
+        &e,
+        &[
+            "t.yaml:2:18: geo.database: cannot read",
+            "t.yaml:2:40: geo.header:",
+            "t.yaml:5:24: rules[0].match.country[0]: \"JPN\" is not a two-letter country code",
+        ],
+    );
+    let e = errors("upstreams: [\"127.0.0.1:8000\"]\nrules:\n  - name: a\n    match: { country_not: [JP] }\n    action: deny\n");
+    assert_exactly(&e, &["t.yaml:4:28: rules[0].match.country_not: country rules need geo.database or geo.header"]);
 }

@@ -42,6 +42,33 @@ pub struct Facts<'a> {
     pub user_agent: &'a [u8],
     /// All request headers, for `key: header:NAME`.
     pub headers: Option<&'a HeaderMap>,
+    /// The client's country ([`Country::UNKNOWN`] when not known or not looked up).
+    pub country: Country,
+}
+
+/// An ISO 3166-1 alpha-2 country code in upper case, or `??` for unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Country(pub [u8; 2]);
+
+impl Country {
+    /// Not known: no database, no entry, no trusted header.
+    pub const UNKNOWN: Country = Country(*b"??");
+
+    /// `jp` / `JP` → `JP`; `??` → unknown; anything else → `None`.
+    pub fn parse(s: &[u8]) -> Option<Self> {
+        match s {
+            b"??" => Some(Self::UNKNOWN),
+            [a, b] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+                Some(Self([a.to_ascii_uppercase(), b.to_ascii_uppercase()]))
+            }
+            _ => None,
+        }
+    }
+
+    /// As text.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
 }
 
 /// Which rule decided.
@@ -105,6 +132,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// IPv6 clients are keyed by this prefix length (IPv4 by the whole address).
     pub ipv6_prefix: u8,
+    /// Whether some rule matches or keys on the country (the proxy looks it up only then).
+    pub uses_country: bool,
 }
 
 impl Policy {
@@ -178,6 +207,8 @@ impl Policy {
                 // No such header: the client is keyed by its address.
                 None => ip,
             },
+            // One bucket per country (all unknown addresses share `??`).
+            KeyKind::Country => u128::from(u16::from_be_bytes(facts.country.0)),
         }
     }
 

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::HeaderName;
 use regex::Regex;
 
-use super::{Facts, Mode};
+use super::{Country, Facts, Mode};
 use crate::limiter::{Predecessor, Quota};
 
 /// A rule from `rules:`, compiled.
@@ -53,6 +53,8 @@ pub enum KeyKind {
     IpPath,
     /// The value of a request header (e.g. an API key); the address when the header is absent.
     Header(HeaderName),
+    /// The client's country: one bucket per country.
+    Country,
 }
 
 /// What a refused request is sent.
@@ -96,6 +98,10 @@ pub struct Matcher {
     pub host: Option<HostMatch>,
     /// `user_agent:` regex, searched in the header's bytes (a missing header is empty).
     pub user_agent: Option<regex::bytes::Regex>,
+    /// `country:`: the client's country is one of these (`??` = unknown).
+    pub country: Vec<Country>,
+    /// `country_not:`: the client's country is none of these.
+    pub country_not: Vec<Country>,
 }
 
 /// `host:`: `example.com` or `*.example.com` (any subdomain, not the apex), case-insensitive.
@@ -130,6 +136,11 @@ impl HostMatch {
 }
 
 impl Matcher {
+    /// Whether this matcher looks at the country.
+    pub fn uses_country(&self) -> bool {
+        !self.country.is_empty() || !self.country_not.is_empty()
+    }
+
     /// Whether every condition holds for `f`. Cheap tests first, regexes last.
     #[inline]
     pub fn matches(&self, f: &Facts<'_>) -> bool {
@@ -150,6 +161,12 @@ impl Matcher {
             if !h.matches(f.host) {
                 return false;
             }
+        }
+        if !self.country.is_empty() && !self.country.contains(&f.country) {
+            return false;
+        }
+        if self.country_not.contains(&f.country) {
+            return false;
         }
         if let Some(re) = &self.path_regex {
             if !re.is_match(f.path) {

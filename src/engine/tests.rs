@@ -27,6 +27,7 @@ fn req<'a>(ip: &str, method: &'a str, path: &'a str) -> Facts<'a> {
         path,
         user_agent: b"curl/8",
         headers: None,
+        country: Country::UNKNOWN,
     }
 }
 
@@ -234,6 +235,48 @@ fn keys_ip_path_header_and_v6_prefix() {
         .decide(&req("2001:db8:1:2::9", "GET", "/v"), &l, 0)
         .passes());
     assert!(p.decide(&req("2001:db8:2::1", "GET", "/v"), &l, 0).passes());
+}
+
+#[test]
+fn country_rules_and_country_keys() {
+    let (p, l) = policy(
+        "geo: { header: CF-IPCountry }\nrules:\n  - name: deny-some\n    match: { country: [KP, \"??\"] }\n    action: deny\n  - name: foreign\n    match: { country_not: [jp], path_prefix: /search }\n    limit: { rate: 1/h, burst: 1 }\n  - name: per-country\n    match: { path_prefix: /api }\n    limit: { rate: 1/h, burst: 2, key: country }\n",
+    );
+    assert!(p.uses_country);
+    let with = |ip: &'static str, path: &'static str, c: &[u8; 2]| {
+        let mut f = req(ip, "GET", path);
+        f.country = Country(*c);
+        f
+    };
+    assert_eq!(
+        p.decide(&with("192.0.2.1", "/", b"KP"), &l, 0),
+        Decision::Deny {
+            rule: RuleRef::Rule(0)
+        }
+    );
+    assert_eq!(
+        p.decide(&with("192.0.2.1", "/", b"??"), &l, 0),
+        Decision::Deny {
+            rule: RuleRef::Rule(0)
+        }
+    );
+    // foreign clients get one search, Japanese ones are not limited by that rule
+    assert!(p
+        .decide(&with("192.0.2.2", "/search", b"US"), &l, 0)
+        .passes());
+    assert!(!p
+        .decide(&with("192.0.2.2", "/search", b"US"), &l, 0)
+        .passes());
+    for _ in 0..5 {
+        assert!(p
+            .decide(&with("192.0.2.3", "/search", b"JP"), &l, 0)
+            .passes());
+    }
+    // keyed by country: two US addresses share a bucket, a JP one has its own
+    assert!(p.decide(&with("192.0.2.4", "/api", b"US"), &l, 0).passes());
+    assert!(p.decide(&with("192.0.2.5", "/api", b"US"), &l, 0).passes());
+    assert!(!p.decide(&with("192.0.2.6", "/api", b"US"), &l, 0).passes());
+    assert!(p.decide(&with("192.0.2.6", "/api", b"JP"), &l, 0).passes());
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
 
-use crate::config::ClientIp;
+use crate::config::{ClientIp, GeoSettings};
+use crate::engine::Country;
 
 /// The client address of a request that arrived from `peer` with `headers`.
 ///
@@ -39,6 +40,31 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, policy: &ClientIp) -> IpAddr
         }
     }
     client
+}
+
+/// The client's country: the `geo.header` value when the socket peer is a trusted proxy (a CDN
+/// sets it), else the database's answer for the client address, else unknown. `XX` (the
+/// header value some CDNs use for "no country") counts as unknown.
+pub fn country_of(
+    geo: &GeoSettings,
+    client_ip: &ClientIp,
+    peer: IpAddr,
+    client: IpAddr,
+    headers: &HeaderMap,
+) -> Country {
+    if let Some(name) = &geo.header {
+        if client_ip.trusted_proxies.contains(peer.to_canonical()) {
+            if let Some(c) = headers
+                .get(name)
+                .and_then(|v| Country::parse(v.as_bytes().trim_ascii()))
+            {
+                return if c.0 == *b"XX" { Country::UNKNOWN } else { c };
+            }
+        }
+    }
+    geo.database
+        .as_ref()
+        .map_or(Country::UNKNOWN, |db| db.country(client))
 }
 
 /// `192.0.2.1`, `192.0.2.1:4711`, `2001:db8::1`, `[2001:db8::1]:4711`.
@@ -78,6 +104,24 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn country_header_only_from_trusted_peers() {
+        let p = policy(&["10.0.0.0/8"]);
+        let geo = GeoSettings {
+            database: None,
+            header: Some(HeaderName::from_static("cf-ipcountry")),
+        };
+        let mut h = HeaderMap::new();
+        h.insert("cf-ipcountry", HeaderValue::from_static("jp"));
+        let c = |peer, h: &HeaderMap| country_of(&geo, &p, ip(peer), ip("203.0.113.1"), h);
+        assert_eq!(c("10.0.0.1", &h), Country(*b"JP"));
+        assert_eq!(c("198.51.100.1", &h), Country::UNKNOWN);
+        h.insert("cf-ipcountry", HeaderValue::from_static("XX"));
+        assert_eq!(c("10.0.0.1", &h), Country::UNKNOWN);
+        h.insert("cf-ipcountry", HeaderValue::from_static("Japan"));
+        assert_eq!(c("10.0.0.1", &h), Country::UNKNOWN);
     }
 
     #[test]

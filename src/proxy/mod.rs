@@ -18,9 +18,9 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
 use crate::config::{Config, ListCache};
-use crate::engine::{normalize_path, Decision, Facts, RuleRef, SlotRegistry};
+use crate::engine::{normalize_path, Country, Decision, Facts, RuleRef, SlotRegistry};
 use crate::limiter::{Clock, Limiter, MonotonicClock};
-pub use identity::client_ip;
+pub use identity::{client_ip, country_of};
 use parking_lot::Mutex;
 pub use upstream::UpstreamPool;
 
@@ -210,7 +210,14 @@ impl ProxyHttp for Sekisho {
             .get(http::header::USER_AGENT)
             .map_or(&b""[..], |h| h.as_bytes());
         let path = normalize_path(req.uri.path());
+        let country = if policy.uses_country {
+            let c = &snap.config;
+            country_of(&c.geo, &c.client_ip, peer, ip, &req.headers)
+        } else {
+            Country::UNKNOWN
+        };
         let facts = Facts {
+            country,
             ip,
             method: req.method.as_str(),
             host,

@@ -358,3 +358,22 @@ pub fn get_with(
         .and_then(|mut c| c.request("GET", path, headers, b""))
         .unwrap_or_else(|e| panic!("GET {path} from {from:?}: {e}"))
 }
+
+/// A MaxMind-format country database with the given (CIDR, country) entries; even entries use
+/// the GeoIP2 layout (`country.iso_code`), odd ones the ip-location-db layout (`country_code`).
+pub fn geo_fixture(entries: &[(&str, &str)]) -> Vec<u8> {
+    use mmdb_writer::{Value, Writer};
+    let mut w = Writer::builder("Test-Country")
+        .description(&[("en", "sekisho test fixture")])
+        .build();
+    for (i, (cidr, cc)) in entries.iter().enumerate() {
+        let net: ipnet::IpNet = cidr.parse().expect("fixture cidr");
+        let value = if i % 2 == 0 {
+            Value::map([("country", Value::map([("iso_code", Value::from(*cc))]))])
+        } else {
+            Value::map([("country_code", Value::from(*cc))])
+        };
+        w.insert_value(net, value).expect("fixture insert");
+    }
+    w.to_bytes().expect("fixture bytes")
+}
