@@ -57,8 +57,15 @@ fn main() -> ExitCode {
             let path = config_path();
             match sekisho::config::load(&path, &SlotRegistry::default()) {
                 Ok(c) => {
+                    let geo = c.geo.database.as_ref().map_or(String::new(), |db| {
+                        format!(
+                            ", country database {:?} built at Unix time {}",
+                            db.database_type(),
+                            db.build_epoch()
+                        )
+                    });
                     println!(
-                        "{}: ok ({} rules, {} allow and {} deny entries, {} upstreams)",
+                        "{}: ok ({} rules, {} allow and {} deny entries, {} upstreams{geo})",
                         path.display(),
                         c.policy.rules.len(),
                         c.policy.allow.entries(),

@@ -60,6 +60,8 @@ fn database_countries_through_a_trusted_proxy() {
     // an untrusted peer's header is ignored: the peer itself (unknown country) is judged
     assert_eq!(via_proxy(&proxy, "127.0.0.3", "8.8.8.8", "/"), 200);
     assert_eq!(origin.hits(), 8);
+    let s = proxy.status();
+    assert_eq!(s["geo"]["database_type"], "Test-Country", "{s}");
 }
 
 #[test]

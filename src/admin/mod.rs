@@ -56,6 +56,10 @@ impl Admin {
             "generation": snap.generation,
             "rules": snap.config.policy.rules.len(),
             "rule_stats_since_generation": rules,
+            "geo": snap.config.geo.database.as_ref().map(|db| json!({
+                "database_type": db.database_type(),
+                "build_epoch": db.build_epoch(),
+            })),
             "deny_list": {
                 "refused": snap.deny_list_stats.refused.load(Ordering::Relaxed),
                 "would_refuse": snap.deny_list_stats.counted.load(Ordering::Relaxed),
