@@ -5,14 +5,10 @@ mod support;
 
 use support::{free_port, get_from, get_with, Conn, Origin, Proxy};
 
-fn upstream(origin: &Origin) -> String {
-    format!("upstreams: [\"{}\"]\n", origin.addr)
-}
-
 #[test]
 fn passes_status_headers_and_bodies_through() {
     let origin = Origin::start();
-    let proxy = Proxy::start(&upstream(&origin));
+    let proxy = Proxy::start(&origin.upstreams());
     let mut c = Conn::open(None, proxy.addr()).unwrap();
 
     let r = c
@@ -47,7 +43,7 @@ fn deny_listed_source_gets_403_and_origin_sees_nothing() {
     let origin = Origin::start();
     let body = format!(
         "{}lists:\n  deny: {{ files: [deny.txt], cidrs: [\"127.0.0.4/32\"] }}\n",
-        upstream(&origin)
+        origin.upstreams()
     );
     let proxy = Proxy::start_with(&body, |dir| {
         std::fs::write(dir.join("deny.txt"), "# test\n127.0.0.2\n").unwrap();
@@ -73,7 +69,7 @@ fn per_ip_limit_lets_exactly_burst_through_on_a_kept_alive_connection() {
     let origin = Origin::start();
     let body = format!(
         "{}rules:\n  - name: per-ip\n    limit: {{ rate: 1/h, burst: 5 }}\n",
-        upstream(&origin)
+        origin.upstreams()
     );
     let proxy = Proxy::start(&body);
     let mut c = Conn::open(None, proxy.addr()).unwrap();
@@ -95,7 +91,7 @@ fn login_limit_does_not_affect_other_paths() {
     let origin = Origin::start();
     let body = format!(
         "{}rules:\n  - name: login\n    match: {{ path_prefix: /login, methods: [POST] }}\n    limit: {{ rate: 1/h, burst: 2 }}\n    response: {{ status: 429, retry_after: true, body: \"slow down\\n\" }}\n",
-        upstream(&origin)
+        origin.upstreams()
     );
     let proxy = Proxy::start(&body);
     let mut c = Conn::open(None, proxy.addr()).unwrap();
@@ -125,7 +121,7 @@ fn two_sources_have_separate_buckets() {
     let origin = Origin::start();
     let body = format!(
         "{}rules:\n  - name: per-ip\n    limit: {{ rate: 1/h, burst: 3 }}\n",
-        upstream(&origin)
+        origin.upstreams()
     );
     let proxy = Proxy::start(&body);
     for src in ["127.0.0.2", "127.0.0.3"] {
@@ -140,7 +136,7 @@ fn forwarded_for_is_honoured_only_from_trusted_proxies() {
     let origin = Origin::start();
     let body = format!(
         "{}client_ip:\n  trusted_proxies: [\"127.0.0.2/32\"]\nlists:\n  deny: {{ cidrs: [\"203.0.113.7\"] }}\nrules:\n  - name: per-client\n    limit: {{ rate: 1/h, burst: 2 }}\n",
-        upstream(&origin)
+        origin.upstreams()
     );
     let proxy = Proxy::start(&body);
     let xff = |v: &'static str| [("X-Forwarded-For", v)];
@@ -180,7 +176,7 @@ fn ipv6_clients_work() {
     let origin = Origin::start();
     let body = format!(
         "{}rules:\n  - name: per-ip\n    limit: {{ rate: 1/h, burst: 2 }}\n",
-        upstream(&origin)
+        origin.upstreams()
     );
     let proxy = Proxy::start(&body);
     let mut c = Conn::open(None, proxy.addr_v6()).unwrap();
@@ -217,7 +213,7 @@ fn rules_see_through_evasions() {
     let origin = Origin::start();
     let body = format!(
         "{}rules:\n  - name: wp\n    match: {{ path_regex: \"^/(wp-admin|wp-login\\\\.php|\\\\.env)\" }}\n    action: deny\n  - name: admin-host\n    match: {{ host: admin.example.com }}\n    action: deny\n  - name: tools\n    match: {{ user_agent: \"(?i)sqlmap\" }}\n    action: deny\n",
-        upstream(&origin)
+        origin.upstreams()
     );
     let proxy = Proxy::start(&body);
     let mut c = Conn::open(None, proxy.addr()).unwrap();
@@ -263,7 +259,7 @@ fn count_mode_passes_and_is_recorded_per_rule() {
     let origin = Origin::start();
     let body = format!(
         "{}lists:\n  deny: {{ cidrs: [\"127.0.0.2\"], mode: count }}\nrules:\n  - name: shadow\n    limit: {{ rate: 1/h, burst: 2 }}\n    mode: count\n",
-        upstream(&origin)
+        origin.upstreams()
     );
     let proxy = Proxy::start(&body);
     let mut c = Conn::open(None, proxy.addr()).unwrap();

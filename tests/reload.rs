@@ -9,10 +9,6 @@ use std::time::{Duration, Instant};
 
 use support::{get_from, write_atomically, Conn, Origin, Proxy};
 
-fn upstream(origin: &Origin) -> String {
-    format!("upstreams: [\"{}\"]\n", origin.addr)
-}
-
 /// Polls `f` until it holds (bounded at 20 s); returns how long it took.
 fn eventually(what: &str, f: impl Fn() -> bool) -> Duration {
     let start = Instant::now();
@@ -31,7 +27,7 @@ fn eventually(what: &str, f: impl Fn() -> bool) -> Duration {
 fn valid_config(origin: &Origin, k: usize) -> String {
     let mut s = format!(
         "{}lists:\n  deny: {{ files: [deny.txt], cidrs: [\"127.0.0.3/32\"] }}\nrules:\n",
-        upstream(origin)
+        origin.upstreams()
     );
     for r in 0..(k % 5 + 1) {
         s.push_str(&format!(
@@ -121,12 +117,12 @@ fn reloads_under_load_drop_nothing_and_never_apply_a_bad_file() {
                 let bad = if step % 8 == 1 {
                     format!(
                         "{}lists:\n  deny: {{ files: [deny.txt\nrules: [\n",
-                        upstream(&origin)
+                        origin.upstreams()
                     )
                 } else {
                     format!(
                         "{}lists:\n  deny: {{ files: [deny.txt] }}\nrulez: []\n",
-                        upstream(&origin)
+                        origin.upstreams()
                     )
                 };
                 proxy.rewrite(&bad);
@@ -179,7 +175,7 @@ fn a_deny_entry_renamed_into_place_takes_effect_promptly() {
     let origin = Origin::start();
     let body = format!(
         "{}reload: {{ debounce: 100ms, poll_interval: 2s }}\nlists:\n  deny: {{ files: [deny.txt] }}\n",
-        upstream(&origin)
+        origin.upstreams()
     );
     let proxy = Proxy::start_with(&body, |dir| {
         std::fs::write(dir.join("deny.txt"), "127.0.0.9\n").unwrap();
@@ -198,7 +194,7 @@ fn a_kubernetes_style_symlink_swap_is_picked_up() {
     let origin = Origin::start();
     let body = format!(
         "{}lists:\n  deny: {{ files: [deny.txt] }}\n",
-        upstream(&origin)
+        origin.upstreams()
     );
     let proxy = Proxy::start_with(&body, |dir| {
         for (v, ip) in [("..v1", "127.0.0.9"), ("..v2", "127.0.0.7")] {
@@ -222,7 +218,7 @@ fn a_kubernetes_style_symlink_swap_is_picked_up() {
 fn a_drained_bucket_stays_drained_across_reloads() {
     let origin = Origin::start();
     let login = "rules:\n  - name: login\n    match: { path_prefix: /login }\n    limit: { rate: 1/h, burst: 2 }\n";
-    let proxy = Proxy::start(&format!("{}{login}", upstream(&origin)));
+    let proxy = Proxy::start(&format!("{}{login}", origin.upstreams()));
     let mut c = Conn::open(Some("127.0.0.2"), proxy.addr()).unwrap();
     let s: Vec<u16> = (0..3).map(|_| c.get("/login").unwrap().status).collect();
     assert_eq!(s, vec![200, 200, 403]);
@@ -230,7 +226,7 @@ fn a_drained_bucket_stays_drained_across_reloads() {
     // an unrelated rule added: same bucket
     proxy.rewrite(&format!(
         "{}{login}  - name: probes\n    match: {{ path: /.env }}\n    action: deny\n",
-        upstream(&origin)
+        origin.upstreams()
     ));
     proxy.wait_status("generation 2", |s| s["generation"] == 2);
     assert_eq!(c.get("/login").unwrap().status, 403);
@@ -239,7 +235,7 @@ fn a_drained_bucket_stays_drained_across_reloads() {
     // the same rule with a larger burst: no bonus for a drained client, a fresh one gets it
     proxy.rewrite(&format!(
         "{}rules:\n  - name: login\n    match: {{ path_prefix: /login }}\n    limit: {{ rate: 1/h, burst: 5 }}\n",
-        upstream(&origin)
+        origin.upstreams()
     ));
     proxy.wait_status("generation 3", |s| s["generation"] == 3);
     assert_eq!(c.get("/login").unwrap().status, 403);
@@ -260,12 +256,12 @@ fn a_rejected_reload_reports_what_check_reports_and_keeps_serving() {
     let origin = Origin::start();
     let good = format!(
         "{}reload: {{ watch: false, poll_interval: 1h }}\nrules:\n  - name: probes\n    match: {{ path: /.env }}\n    action: deny\n",
-        upstream(&origin)
+        origin.upstreams()
     );
     let proxy = Proxy::start(&good);
     proxy.rewrite(&format!(
         "{}reload: {{ watch: false, poll_interval: 1h }}\nrules:\n  - name: probes\n    match: {{ path: /.env }}\n    limit: {{ rate: 5/x }}\n",
-        upstream(&origin)
+        origin.upstreams()
     ));
     let r = proxy.reload();
     assert_eq!(r.status, 422, "{}", r.text());

@@ -39,6 +39,11 @@ impl Origin {
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
     }
+
+    /// The config line naming this origin as the only upstream.
+    pub fn upstreams(&self) -> String {
+        format!("upstreams: [\"{}\"]\n", self.addr)
+    }
 }
 
 /// A port that was free a moment ago on `ip`.
