@@ -10,6 +10,7 @@ pub mod engine;
 pub mod geo;
 pub mod iplist;
 pub mod limiter;
+pub mod metrics;
 pub mod origin;
 pub mod proxy;
 pub mod reload;

@@ -268,11 +268,8 @@ fn count_mode_passes_and_is_recorded_per_rule() {
     }
     assert_eq!(get_from(Some("127.0.0.2"), proxy.addr(), "/").status, 200);
     let s = proxy.status();
-    assert_eq!(
-        s["rule_stats_since_generation"][0]["would_refuse"], 3,
-        "{s}"
-    );
-    assert_eq!(s["rule_stats_since_generation"][0]["refused"], 0, "{s}");
+    assert_eq!(s["rule_stats"][0]["would_refuse"], 3, "{s}");
+    assert!(s["rule_stats"][0]["refused"].is_null(), "{s}");
     assert_eq!(s["deny_list"]["would_refuse"], 1, "{s}");
     assert_eq!(s["decisions"]["count"], 4, "{s}");
     assert_eq!(origin.hits(), 6);

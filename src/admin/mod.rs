@@ -35,37 +35,51 @@ impl Admin {
     fn status(&self) -> serde_json::Value {
         let s = &self.state;
         let snap = s.snapshot.load();
-        let c = &s.counters;
         let r = &s.reloads;
         let policy = &snap.config.policy;
         let rules: Vec<serde_json::Value> = policy
             .rules
             .iter()
-            .zip(&snap.rule_stats)
-            .map(|(r, st)| {
-                json!({
-                    "name": r.name,
-                    "mode": match r.mode { crate::config::Mode::Enforce => "enforce", crate::config::Mode::Count => "count" },
-                    "refused": st.refused.load(Ordering::Relaxed),
-                    "would_refuse": st.counted.load(Ordering::Relaxed),
-                })
+            .zip(&snap.series.rules)
+            .map(|(r, hits)| {
+                let (mode, key) = match r.mode {
+                    crate::config::Mode::Enforce => ("enforce", "refused"),
+                    crate::config::Mode::Count => ("count", "would_refuse"),
+                };
+                json!({ "name": r.name, "mode": mode, key: hits.get() })
             })
             .collect();
+        let deny_key = match policy.deny_mode {
+            crate::config::Mode::Enforce => "refused",
+            crate::config::Mode::Count => "would_refuse",
+        };
+        // decisions by action, from the same counters /metrics exports
+        let mut decisions = serde_json::Map::new();
+        for family in prometheus::core::Collector::collect(&s.metrics.requests) {
+            for m in family.get_metric() {
+                let decision = m
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == "decision")
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default();
+                let n = m.get_counter().get_value() as u64;
+                let e = decisions.entry(decision).or_insert(json!(0));
+                *e = json!(e.as_u64().unwrap_or(0) + n);
+            }
+        }
         json!({
             "config": snap.config.path.display().to_string(),
             "generation": snap.generation,
-            "rules": snap.config.policy.rules.len(),
-            "rule_stats_since_generation": rules,
+            "rules": policy.rules.len(),
+            "rule_stats": rules,
             "geo": snap.config.geo.database.as_ref().map(|db| json!({
                 "database_type": db.database_type(),
                 "build_epoch": db.build_epoch(),
             })),
-            "deny_list": {
-                "refused": snap.deny_list_stats.refused.load(Ordering::Relaxed),
-                "would_refuse": snap.deny_list_stats.counted.load(Ordering::Relaxed),
-            },
-            "allow_entries": snap.config.policy.allow.entries(),
-            "deny_entries": snap.config.policy.deny.entries(),
+            "deny_list": { deny_key: snap.series.deny_list.get() },
+            "allow_entries": policy.allow.entries(),
+            "deny_entries": policy.deny.entries(),
             "reloads": {
                 "ok": r.ok.load(Ordering::Relaxed),
                 "failed": r.failed.load(Ordering::Relaxed),
@@ -78,14 +92,21 @@ impl Admin {
                 "capacity": s.limiter.capacity(),
                 "evictions": s.limiter.evictions(),
             },
-            "decisions": {
-                "allow": c.allowed.load(Ordering::Relaxed),
-                "allow_listed": c.allow_listed.load(Ordering::Relaxed),
-                "count": c.counted.load(Ordering::Relaxed),
-                "deny": c.denied.load(Ordering::Relaxed),
-                "limit": c.limited.load(Ordering::Relaxed),
-            },
+            "decisions": decisions,
         })
+    }
+
+    /// `GET /metrics`: brings the scrape-time values up to date, then renders.
+    fn metrics(&self) -> Vec<u8> {
+        let s = &self.state;
+        let m = &s.metrics;
+        m.tracked_keys.set(s.limiter.len() as i64);
+        let evicted = s.limiter.evictions();
+        let shown = m.evictions.get();
+        if evicted > shown {
+            m.evictions.inc_by(evicted - shown);
+        }
+        m.render()
     }
 
     async fn reload(&self) -> (StatusCode, serde_json::Value) {
@@ -156,11 +177,16 @@ impl ServeHttp for Admin {
                 }
             }
             ("GET", "/admin/status") => json_reply(StatusCode::OK, &self.status()),
+            ("GET", "/metrics") => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics(),
+            ),
             ("POST", "/admin/reload") => {
                 let (status, v) = self.reload().await;
                 json_reply(status, &v)
             }
-            (_, "/healthz" | "/readyz" | "/admin/status" | "/admin/reload") => reply(
+            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/reload") => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
                 b"method not allowed\n".to_vec(),
@@ -168,7 +194,8 @@ impl ServeHttp for Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found; try /healthz, /readyz, /admin/status, POST /admin/reload\n".to_vec(),
+                b"not found; try /healthz, /readyz, /metrics, /admin/status, POST /admin/reload\n"
+                    .to_vec(),
             ),
         }
     }

@@ -466,7 +466,12 @@ impl Validator<'_> {
             r.matcher.uses_country()
                 || matches!(&r.kind, RuleKind::Limit(l) if l.key == KeyKind::Country)
         });
-        if uses_country && geo.database.is_none() && geo.header.is_none() {
+        // (a geo source given but broken has its own error already)
+        let geo_given = raw
+            .geo
+            .as_ref()
+            .is_some_and(|g| g.database.is_some() || g.header.is_some());
+        if uses_country && !geo_given {
             if let Some((i, key, at)) = raw.rules.iter().enumerate().find_map(|(i, r)| {
                 let m = r.matcher.as_ref()?;
                 m.country

@@ -173,6 +173,11 @@ impl Limiter {
 
     /// Gives back a token taken by [`acquire`](Self::acquire) for a request that was then
     /// refused by a later rule, so that a refused request costs no tokens.
+    ///
+    /// This holds per request, not across concurrent ones: between the take and the refund,
+    /// another request of the same key sees one token less (and may be refused), and a bucket
+    /// evicted and recreated in between gets the token back as a bonus. Both windows are a few
+    /// hundred nanoseconds wide.
     pub fn refund(&self, key: BucketKey, quota: &Quota) {
         let (hash, shard) = self.locate(&key);
         let table = shard.read();

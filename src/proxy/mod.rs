@@ -8,7 +8,7 @@ mod identity;
 mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -20,8 +20,10 @@ use pingora::proxy::{ProxyHttp, Session};
 use crate::config::{Config, ListCache};
 use crate::engine::{normalize_path, Country, Decision, Facts, RuleRef, SlotRegistry};
 use crate::limiter::{Clock, Limiter, MonotonicClock};
+use crate::metrics::{Metrics, PolicySeries};
 pub use identity::{client_ip, country_of};
 use parking_lot::Mutex;
+use prometheus::IntCounter;
 pub use upstream::UpstreamPool;
 
 /// One loaded config, ready for requests. Immutable except for upstream health.
@@ -33,63 +35,48 @@ pub struct Snapshot {
     pub upstreams: UpstreamPool,
     /// 1 for the config loaded at start, +1 for each successful reload.
     pub generation: u64,
-    /// Per rule (same order as the policy's rules), since this snapshot was loaded.
-    pub rule_stats: Vec<RuleStats>,
-    /// For the deny list, since this snapshot was loaded.
-    pub deny_list_stats: RuleStats,
-}
-
-/// What one rule did.
-#[derive(Debug, Default)]
-pub struct RuleStats {
-    /// Requests it refused (enforce mode).
-    pub refused: AtomicU64,
-    /// Requests it would have refused (count mode; the first such rule of a request).
-    pub counted: AtomicU64,
+    /// The metric series this snapshot's decisions increment.
+    pub series: PolicySeries,
 }
 
 impl Snapshot {
-    /// Wraps a validated config.
-    pub fn new(config: Config, generation: u64) -> Self {
+    /// Wraps a validated config, resolving its metric series in `metrics`.
+    pub fn new(config: Config, generation: u64, metrics: &Metrics) -> Self {
         let upstreams = UpstreamPool::new(&config.upstreams, config.upstream_options.down_for);
-        let rule_stats = config
-            .policy
-            .rules
-            .iter()
-            .map(|_| RuleStats::default())
-            .collect();
+        let series = metrics.series_for(&config.policy);
+        metrics.generation.set(generation as i64);
+        metrics
+            .list_entries
+            .with_label_values(&["allow"])
+            .set(config.policy.allow.entries() as i64);
+        metrics
+            .list_entries
+            .with_label_values(&["deny"])
+            .set(config.policy.deny.entries() as i64);
+        metrics.geo_build.set(
+            config
+                .geo
+                .database
+                .as_ref()
+                .map_or(0, |db| db.build_epoch() as i64),
+        );
+        metrics.capacity_keys.set(config.max_tracked_keys as i64);
         Self {
             config,
             upstreams,
             generation,
-            rule_stats,
-            deny_list_stats: RuleStats::default(),
+            series,
         }
     }
 
-    /// The stats of what decided.
-    pub fn stats_of(&self, r: RuleRef) -> Option<&RuleStats> {
+    /// The series of what decided.
+    pub fn series_of(&self, r: RuleRef) -> Option<&IntCounter> {
         match r {
-            RuleRef::Rule(i) => self.rule_stats.get(usize::from(i)),
-            RuleRef::DenyList => Some(&self.deny_list_stats),
-            RuleRef::AllowList => None,
+            RuleRef::Rule(i) => self.series.rules.get(usize::from(i)),
+            RuleRef::DenyList => Some(&self.series.deny_list),
+            RuleRef::AllowList => Some(&self.series.allow_listed),
         }
     }
-}
-
-/// Counters of decisions since start (metrics come with the observability issue).
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Passed to upstream, no rule objected.
-    pub allowed: AtomicU64,
-    /// Passed because the client is allow-listed.
-    pub allow_listed: AtomicU64,
-    /// Passed, but a count-mode rule would have refused.
-    pub counted: AtomicU64,
-    /// Refused by the deny list or a deny rule.
-    pub denied: AtomicU64,
-    /// Refused by a limit.
-    pub limited: AtomicU64,
 }
 
 /// Everything the proxy shares across requests and reloads.
@@ -103,8 +90,8 @@ pub struct State {
     pub slots: SlotRegistry,
     /// The clock decisions are made with.
     pub clock: MonotonicClock,
-    /// Decision counters.
-    pub counters: Counters,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
     /// Parsed list files kept for the next reload.
     pub list_cache: Mutex<ListCache>,
     /// Reload outcomes.
@@ -128,17 +115,26 @@ pub struct ReloadStats {
     pub last_error: Mutex<Option<String>>,
 }
 
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl State {
     /// State for a first config; its slots must come from `slots` and its lists from `cache`.
     pub fn new(config: Config, slots: SlotRegistry, cache: ListCache) -> Self {
         let limiter = Limiter::new(config.max_tracked_keys);
         slots.commit(&config.policy);
+        let metrics = Metrics::new();
+        metrics.last_reload_success.set(unix_now() as i64);
         Self {
-            snapshot: ArcSwap::from_pointee(Snapshot::new(config, 1)),
+            snapshot: ArcSwap::from_pointee(Snapshot::new(config, 1, &metrics)),
             limiter,
             slots,
             clock: MonotonicClock::new(),
-            counters: Counters::default(),
+            metrics,
             list_cache: Mutex::new(cache),
             reloads: ReloadStats::default(),
             early_hup: Mutex::new(None),
@@ -167,6 +163,8 @@ pub struct Ctx {
     start: Option<usize>,
     /// Index in the pool of the peer tried last.
     peer: usize,
+    /// When the first upstream peer was picked (None: the request never went upstream).
+    upstream_since: Option<std::time::Instant>,
 }
 
 #[async_trait]
@@ -184,6 +182,7 @@ impl ProxyHttp for Sekisho {
             tries: 0,
             start: None,
             peer: 0,
+            upstream_since: None,
         }
     }
 
@@ -226,35 +225,34 @@ impl ProxyHttp for Sekisho {
             headers: Some(&req.headers),
         };
         let decision = policy.decide(&facts, &self.state.limiter, self.state.clock.now());
-        let c = &self.state.counters;
         let (rule, retry_after) = match decision {
             Decision::Allow => {
-                c.allowed.fetch_add(1, Ordering::Relaxed);
+                snap.series.allowed.inc();
                 return Ok(false);
             }
             Decision::AllowListed => {
-                c.allow_listed.fetch_add(1, Ordering::Relaxed);
+                snap.series.allow_listed.inc();
                 return Ok(false);
             }
             Decision::Count { rule } => {
-                c.counted.fetch_add(1, Ordering::Relaxed);
-                if let Some(s) = snap.stats_of(rule) {
-                    s.counted.fetch_add(1, Ordering::Relaxed);
+                if let Some(s) = snap.series_of(rule) {
+                    s.inc();
                 }
                 tracing::debug!(%ip, rule = policy.name_of(rule), path = facts.path, "count: would have refused");
                 return Ok(false);
             }
-            Decision::Deny { rule } => {
-                c.denied.fetch_add(1, Ordering::Relaxed);
-                (rule, None)
-            }
-            Decision::Limit { rule, retry_after } => {
-                c.limited.fetch_add(1, Ordering::Relaxed);
-                (rule, Some(retry_after))
-            }
+            Decision::Deny { rule } => (rule, None),
+            Decision::Limit { rule, retry_after } => (rule, Some(retry_after)),
         };
-        if let Some(s) = snap.stats_of(rule) {
-            s.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = snap.series_of(rule) {
+            s.inc();
+        }
+        let local = match rule {
+            RuleRef::Rule(i) => snap.series.local.get(usize::from(i)),
+            _ => Some(&snap.series.deny_list_local),
+        };
+        if let Some(l) = local {
+            l.inc();
         }
         let response = policy.response_of(rule);
         let is_head = req.method == http::Method::HEAD;
@@ -290,6 +288,8 @@ impl ProxyHttp for Sekisho {
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let pool = &ctx.snapshot.upstreams;
         let start = *ctx.start.get_or_insert_with(|| pool.start());
+        ctx.upstream_since
+            .get_or_insert_with(std::time::Instant::now);
         let Some(idx) = pool.pick(start, ctx.tries, self.state.clock.now()) else {
             return Error::e_explain(ErrorType::ConnectNoRoute, "no upstream configured");
         };
@@ -302,6 +302,19 @@ impl ProxyHttp for Sekisho {
         peer.options.write_timeout = Some(o.write_timeout);
         peer.options.idle_timeout = Some(o.idle_timeout);
         Ok(Box::new(peer))
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let Some(since) = ctx.upstream_since else {
+            return; // answered by sekisho itself, counted when it was written
+        };
+        let m = &self.state.metrics;
+        m.upstream_duration.observe(since.elapsed().as_secs_f64());
+        if e.is_some() {
+            m.upstream_errors.inc();
+        } else if let Some(resp) = session.response_written() {
+            m.upstream_response(resp.status.as_u16());
+        }
     }
 
     fn fail_to_connect(

@@ -67,6 +67,7 @@ pub fn reload(state: &State, full: bool, cause: &str) -> Result<ReloadDone, Conf
         Ok(new) => new,
         Err(errors) => {
             stats.failed.fetch_add(1, Ordering::Relaxed);
+            state.metrics.reloads.with_label_values(&["error"]).inc();
             *stats.last_error.lock() = Some(errors.to_string());
             for e in &errors.0 {
                 tracing::error!(cause, "reload rejected, the running config stays: {e}");
@@ -79,9 +80,14 @@ pub fn reload(state: &State, full: bool, cause: &str) -> Result<ReloadDone, Conf
     state.slots.commit(&new.policy);
     state
         .snapshot
-        .store(Arc::new(Snapshot::new(new, generation)));
+        .store(Arc::new(Snapshot::new(new, generation, &state.metrics)));
     let duration_ms = started.elapsed().as_millis() as u64;
     stats.ok.fetch_add(1, Ordering::Relaxed);
+    state.metrics.reloads.with_label_values(&["ok"]).inc();
+    state
+        .metrics
+        .last_reload_success
+        .set(crate::proxy::unix_now() as i64);
     stats.last_duration_ms.store(duration_ms, Ordering::Relaxed);
     stats.last_ok_unix.store(
         SystemTime::now()

@@ -1,0 +1,253 @@
+//! Prometheus metrics: one registry, metric handles resolved once (per snapshot for per-rule
+//! series), so the request path only increments atomics.
+//!
+//! Labels come from small fixed sets only: decision, rule name (from the config), mode, status
+//! class. Never a raw IP, path or user agent. Served as `GET /metrics` on the admin listener.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::config::Mode;
+use crate::engine::{Policy, RuleKind};
+
+/// Every metric sekisho exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `sekisho_requests_total{decision, rule, mode}`.
+    pub requests: IntCounterVec,
+    /// `sekisho_local_responses_total{status}`: requests answered by sekisho itself.
+    pub local_responses: IntCounterVec,
+    /// `sekisho_upstream_responses_total{class}`: responses from upstream by status class.
+    pub upstream_responses: IntCounterVec,
+    /// The five series of `upstream_responses`, 1xx to 5xx, resolved once.
+    upstream_classes: [IntCounter; 5],
+    /// `sekisho_upstream_errors_total`: requests that failed on the way to or from upstream.
+    pub upstream_errors: IntCounter,
+    /// `sekisho_upstream_duration_seconds`: from picking a peer to the end of the response.
+    pub upstream_duration: Histogram,
+    /// `sekisho_reloads_total{result}`.
+    pub reloads: IntCounterVec,
+    /// `sekisho_last_reload_success_timestamp_seconds`.
+    pub last_reload_success: IntGauge,
+    /// `sekisho_config_generation`.
+    pub generation: IntGauge,
+    /// `sekisho_limiter_tracked_keys` (set at scrape).
+    pub tracked_keys: IntGauge,
+    /// `sekisho_limiter_capacity_keys`.
+    pub capacity_keys: IntGauge,
+    /// `sekisho_limiter_evictions_total` (brought up to date at scrape).
+    pub evictions: IntCounter,
+    /// `sekisho_list_entries{list}`.
+    pub list_entries: IntGaugeVec,
+    /// `sekisho_geo_database_build_timestamp_seconds` (0 without a database).
+    pub geo_build: IntGauge,
+}
+
+/// The series a snapshot increments, resolved once from its policy.
+#[derive(Debug)]
+pub struct PolicySeries {
+    /// One per rule, in policy order: refusals of an enforced rule (`decision` deny or
+    /// limit), or would-be refusals of a count-mode rule (`decision="count"`).
+    pub rules: Vec<IntCounter>,
+    /// The deny list's refusals (or would-be refusals in count mode).
+    pub deny_list: IntCounter,
+    /// Per rule, in policy order: `sekisho_local_responses_total` for the rule's status.
+    pub local: Vec<IntCounter>,
+    /// `sekisho_local_responses_total` for the deny list's status.
+    pub deny_list_local: IntCounter,
+    /// Allowed with no objection.
+    pub allowed: IntCounter,
+    /// Allowed because allow-listed.
+    pub allow_listed: IntCounter,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(v.clone())).expect("unique metric name");
+    v
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("static metric definition");
+    r.register(Box::new(g.clone())).expect("unique metric name");
+    g
+}
+
+impl Metrics {
+    /// A registry with every metric registered (names and labels are constants: the
+    /// `expect`s cannot fire on outside input).
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let requests = counter_vec(
+            &r,
+            "sekisho_requests_total",
+            "Requests judged, by decision (allow, allow_listed, deny, limit, count), the rule that decided and its mode.",
+            &["decision", "rule", "mode"],
+        );
+        let local_responses = counter_vec(
+            &r,
+            "sekisho_local_responses_total",
+            "Requests answered by sekisho itself (refusals), by status code.",
+            &["status"],
+        );
+        let upstream_responses = counter_vec(
+            &r,
+            "sekisho_upstream_responses_total",
+            "Responses from upstream, by status class (1xx..5xx).",
+            &["class"],
+        );
+        let upstream_errors = IntCounter::new(
+            "sekisho_upstream_errors_total",
+            "Requests that failed connecting to, writing to or reading from upstream.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(upstream_errors.clone()))
+            .expect("unique metric name");
+        let upstream_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "sekisho_upstream_duration_seconds",
+                "Time from choosing an upstream peer to the end of its response.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+        )
+        .expect("static metric definition");
+        r.register(Box::new(upstream_duration.clone()))
+            .expect("unique metric name");
+        let reloads = counter_vec(
+            &r,
+            "sekisho_reloads_total",
+            "Config reloads, by result (ok, error).",
+            &["result"],
+        );
+        let list_entries = IntGaugeVec::new(
+            Opts::new(
+                "sekisho_list_entries",
+                "Entries in the allow and deny lists.",
+            ),
+            &["list"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(list_entries.clone()))
+            .expect("unique metric name");
+        let evictions = IntCounter::new(
+            "sekisho_limiter_evictions_total",
+            "Token buckets dropped while still holding a debt, to stay within max_tracked_keys.",
+        )
+        .expect("static metric definition");
+        r.register(Box::new(evictions.clone()))
+            .expect("unique metric name");
+        let upstream_classes =
+            ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| upstream_responses.with_label_values(&[c]));
+        Self {
+            requests,
+            local_responses,
+            upstream_classes,
+            upstream_responses,
+            upstream_errors,
+            upstream_duration,
+            reloads,
+            last_reload_success: gauge(
+                &r,
+                "sekisho_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful config load or reload.",
+            ),
+            generation: gauge(
+                &r,
+                "sekisho_config_generation",
+                "Config generation serving: 1 at start, +1 per successful reload.",
+            ),
+            tracked_keys: gauge(
+                &r,
+                "sekisho_limiter_tracked_keys",
+                "Token buckets tracked now.",
+            ),
+            capacity_keys: gauge(
+                &r,
+                "sekisho_limiter_capacity_keys",
+                "The most token buckets tracked (max_tracked_keys).",
+            ),
+            evictions,
+            list_entries,
+            geo_build: gauge(
+                &r,
+                "sekisho_geo_database_build_timestamp_seconds",
+                "Build time of the loaded country database (Unix time; 0 without one).",
+            ),
+            registry: r,
+        }
+    }
+
+    /// Resolves the series `policy` increments.
+    pub fn series_for(&self, policy: &Policy) -> PolicySeries {
+        let series = |decision: &str, name: &str, mode: Mode| {
+            let (decision, mode) = match mode {
+                Mode::Enforce => (decision, "enforce"),
+                Mode::Count => ("count", "count"),
+            };
+            self.requests.with_label_values(&[decision, name, mode])
+        };
+        PolicySeries {
+            rules: policy
+                .rules
+                .iter()
+                .map(|r| {
+                    let decision = match r.kind {
+                        RuleKind::Deny => "deny",
+                        RuleKind::Limit(_) => "limit",
+                    };
+                    series(decision, &r.name, r.mode)
+                })
+                .collect(),
+            deny_list: series("deny", "deny-list", policy.deny_mode),
+            local: policy
+                .rules
+                .iter()
+                .map(|r| self.local_response(r.response.status))
+                .collect(),
+            deny_list_local: self.local_response(policy.deny_response.status),
+            allowed: self.requests.with_label_values(&["allow", "", ""]),
+            allow_listed: self.requests.with_label_values(&[
+                "allow_listed",
+                "allow-list",
+                "enforce",
+            ]),
+        }
+    }
+
+    /// Counts one upstream response with `status`.
+    pub fn upstream_response(&self, status: u16) {
+        let i = usize::from((status / 100).clamp(1, 5) - 1);
+        self.upstream_classes[i].inc();
+    }
+
+    fn local_response(&self, status: u16) -> IntCounter {
+        self.local_responses
+            .with_label_values(&[status.to_string().as_str()])
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
