@@ -113,7 +113,13 @@ fn main() -> ExitCode {
             {
                 tracing::warn!("cannot catch SIGHUP early: {e}");
             }
-            let (server, state) = sekisho::server::build(config, slots, cache);
+            let (server, state) = match sekisho::server::build(config, slots, cache) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{}: not started: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            };
             *state.early_hup.lock() = Some(early_hup);
             server.run_forever()
         }

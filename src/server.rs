@@ -13,11 +13,17 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::config::{Config, ListCache};
 use crate::engine::SlotRegistry;
+use crate::metrics::decision_log::DecisionLog;
 use crate::proxy::{Sekisho, State};
 use crate::reload::Housekeeping;
 
-/// The server for `config`, ready to `run_forever`, and the state it shares.
-pub fn build(config: Config, slots: SlotRegistry, cache: ListCache) -> (Server, Arc<State>) {
+/// The server for `config`, ready to `run_forever`, and the state it shares; an error when
+/// something the config asks for cannot be set up (the decision log file).
+pub fn build(
+    config: Config,
+    slots: SlotRegistry,
+    cache: ListCache,
+) -> Result<(Server, Arc<State>), String> {
     let conf = ServerConf {
         threads: config.threads,
         upstream_keepalive_pool_size: config.upstream_options.pool_size,
@@ -27,7 +33,20 @@ pub fn build(config: Config, slots: SlotRegistry, cache: ListCache) -> (Server, 
     };
     let listen = config.listen.clone();
     let admin_listen = config.admin_listen;
-    let state = Arc::new(State::new(config, slots, cache));
+    let log_settings = config.decision_log.clone();
+    let mut state = State::new(config, slots, cache);
+    if let Some(d) = log_settings {
+        let log = DecisionLog::start(
+            d.target.clone(),
+            d.queue,
+            d.sample_allowed,
+            state.metrics.log_dropped.clone(),
+            state.metrics.log_lines.clone(),
+        )
+        .map_err(|e| format!("cannot open the decision log {:?}: {e}", d.target))?;
+        state.decision_log = Some(log);
+    }
+    let state = Arc::new(state);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     let mut server = Server::new_with_opt_and_conf(Some(Opt::default()), conf);
     server.bootstrap();
@@ -56,5 +75,5 @@ pub fn build(config: Config, slots: SlotRegistry, cache: ListCache) -> (Server, 
         "housekeeping",
         Housekeeping::new(state.clone(), reload_rx),
     ));
-    (server, state)
+    Ok((server, state))
 }

@@ -143,3 +143,131 @@ fn counters_after_a_scripted_mix() {
     );
     assert_eq!(value(&text, "sekisho_config_generation", &[]), Some(2.0));
 }
+
+/// Reads the JSON lines of `path`, waiting (bounded) until there are at least `n`.
+fn log_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+            .collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "only {} of {n} log lines in {}",
+            lines.len(),
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn decision_log_lines_carry_every_field_and_reopen_on_sigusr1() {
+    let origin = Origin::start();
+    let body = format!(
+        "{}decision_log: {{ path: decisions.log }}\nlists:\n  deny: {{ cidrs: [\"127.0.0.4\"] }}\nrules:\n  - name: login\n    match: {{ path_prefix: /login }}\n    limit: {{ rate: 1/h, burst: 1 }}\n    response: {{ status: 429 }}\n  - name: shadow\n    match: {{ path: /s }}\n    action: deny\n    mode: count\n",
+        origin.upstreams()
+    );
+    let proxy = Proxy::start(&body);
+    let log = proxy.dir.path().join("decisions.log");
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+    for (path, ua) in [
+        ("/", "ok"),
+        ("/login", "ok"),
+        ("/login", "curl/8.5"),
+        ("/s", "Mozilla/5.0"),
+    ] {
+        c.request(
+            "GET",
+            path,
+            &[("User-Agent", ua), ("Host", "shop.example:8080")],
+            b"",
+        )
+        .unwrap();
+    }
+    assert_eq!(get_from(Some("127.0.0.4"), proxy.addr(), "/x").status, 403);
+    // allowed requests are not logged (sample_allowed 0): the limit, the count, the deny list
+    let lines = log_lines(&log, 3);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let fields = [
+        "timestamp",
+        "client_ip",
+        "country",
+        "method",
+        "host",
+        "path",
+        "user_agent",
+        "rule",
+        "action",
+        "mode",
+        "status",
+        "upstream_status",
+    ];
+    for l in &lines {
+        for f in fields {
+            assert!(l.get(f).is_some(), "missing {f} in {l}");
+        }
+        assert!(l["timestamp"].as_str().unwrap().ends_with('Z'), "{l}");
+    }
+    let by_rule = |r: &str| {
+        lines
+            .iter()
+            .find(|l| l["rule"] == r)
+            .unwrap_or_else(|| panic!("no {r} line"))
+    };
+    let limit = by_rule("login");
+    assert_eq!(limit["action"], "limit");
+    assert_eq!(limit["status"], 429);
+    assert_eq!(limit["user_agent"], "curl/8.5");
+    assert_eq!(limit["host"], "shop.example");
+    assert_eq!(limit["client_ip"], "127.0.0.1");
+    assert_eq!(limit["country"], "??");
+    assert!(limit["upstream_status"].is_null());
+    let count = by_rule("shadow");
+    assert_eq!(
+        (count["action"].as_str(), count["mode"].as_str()),
+        (Some("count"), Some("count"))
+    );
+    assert_eq!(count["status"], 200);
+    assert_eq!(count["upstream_status"], 200);
+    let denied = by_rule("deny-list");
+    assert_eq!(
+        (denied["action"].as_str(), denied["status"].as_u64()),
+        (Some("deny"), Some(403))
+    );
+    assert_eq!(denied["client_ip"], "127.0.0.4");
+    assert_eq!(denied["path"], "/x");
+
+    // logrotate: move the file away, SIGUSR1, the next lines go to a new file by that name
+    let rotated = proxy.dir.path().join("decisions.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-USR1", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = std::time::Instant::now();
+    while !log.exists() {
+        // a line written before the reopen lands in the rotated file: keep sending
+        assert_eq!(get_from(Some("127.0.0.4"), proxy.addr(), "/y").status, 403);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no new log file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(get_from(Some("127.0.0.4"), proxy.addr(), "/z").status, 403);
+    let new_lines = log_lines(&log, 1);
+    assert!(new_lines.iter().all(|l| l["rule"] == "deny-list"));
+    let metrics = get_from(None, proxy.admin_addr(), "/metrics").text();
+    assert_eq!(
+        value(&metrics, "sekisho_decision_log_dropped_total", &[]),
+        Some(0.0)
+    );
+    assert!(value(&metrics, "sekisho_decision_log_lines_total", &[]).is_some_and(|n| n >= 4.0));
+}

@@ -74,6 +74,19 @@ pub struct Config {
     pub reload: ReloadSettings,
     /// `geo:`.
     pub geo: GeoSettings,
+    /// `decision_log:` (restart to change).
+    pub decision_log: Option<DecisionLogSettings>,
+}
+
+/// `decision_log:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionLogSettings {
+    /// Where: a file (appended; reopened on SIGUSR1), or stdout for `-`.
+    pub target: crate::metrics::decision_log::Target,
+    /// Share of allowed requests logged, 0 to 1 (default 0: refusals and counts only).
+    pub sample_allowed: f64,
+    /// Lines queued before dropping (default 65536).
+    pub queue: usize,
 }
 
 /// `geo:`: where a client's country comes from.
@@ -461,6 +474,38 @@ impl Validator<'_> {
             }
         }
         let geo = self.geo(raw.geo.as_ref());
+        let decision_log = raw.decision_log.as_ref().map(|d| {
+            use crate::metrics::decision_log::Target;
+            let target = match d.path.value.trim() {
+                "-" => Target::Stdout,
+                p => Target::File(self.dir.join(p)),
+            };
+            let sample_allowed = match &d.sample_allowed {
+                Some(s) if !(0.0..=1.0).contains(&s.value) => {
+                    self.err(
+                        s,
+                        "decision_log.sample_allowed",
+                        "must be from 0 to 1 (e.g. 0.01 logs one allowed request in 100)",
+                    );
+                    0.0
+                }
+                Some(s) => s.value,
+                None => 0.0,
+            };
+            let queue = match &d.queue {
+                Some(q) if q.value == 0 => {
+                    self.err(q, "decision_log.queue", "must be at least 1");
+                    65_536
+                }
+                Some(q) => q.value,
+                None => 65_536,
+            };
+            DecisionLogSettings {
+                target,
+                sample_allowed,
+                queue,
+            }
+        });
         let rules = self.rules(&raw.rules, slots);
         let uses_country = rules.iter().any(|r| {
             r.matcher.uses_country()
@@ -496,6 +541,7 @@ impl Validator<'_> {
         }
         Config {
             geo,
+            decision_log,
             admin_listen,
             reload,
             path: self.file.clone(),

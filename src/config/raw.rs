@@ -23,9 +23,18 @@ pub struct RawConfig {
     pub max_tracked_keys: Option<S<usize>>,
     pub admin: Option<RawAdmin>,
     pub geo: Option<RawGeo>,
+    pub decision_log: Option<RawDecisionLog>,
     pub reload: Option<RawReload>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecisionLog {
+    pub path: S<String>,
+    pub sample_allowed: Option<S<f64>>,
+    pub queue: Option<S<usize>>,
 }
 
 #[derive(Debug, Deserialize)]

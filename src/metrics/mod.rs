@@ -4,6 +4,8 @@
 //! Labels come from small fixed sets only: decision, rule name (from the config), mode, status
 //! class. Never a raw IP, path or user agent. Served as `GET /metrics` on the admin listener.
 
+pub mod decision_log;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -43,6 +45,10 @@ pub struct Metrics {
     pub list_entries: IntGaugeVec,
     /// `sekisho_geo_database_build_timestamp_seconds` (0 without a database).
     pub geo_build: IntGauge,
+    /// `sekisho_decision_log_lines_total`: lines written to the decision log.
+    pub log_lines: IntCounter,
+    /// `sekisho_decision_log_dropped_total`: lines dropped because the writer fell behind.
+    pub log_dropped: IntCounter,
 }
 
 /// The series a snapshot increments, resolved once from its policy.
@@ -141,6 +147,19 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(evictions.clone()))
             .expect("unique metric name");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric definition");
+            r.register(Box::new(c.clone())).expect("unique metric name");
+            c
+        };
+        let log_lines = counter(
+            "sekisho_decision_log_lines_total",
+            "Lines written to the decision log.",
+        );
+        let log_dropped = counter(
+            "sekisho_decision_log_dropped_total",
+            "Decision log lines dropped because the writer fell behind (the request path never waits).",
+        );
         let upstream_classes =
             ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| upstream_responses.with_label_values(&[c]));
         Self {
@@ -178,6 +197,8 @@ impl Metrics {
                 "sekisho_geo_database_build_timestamp_seconds",
                 "Build time of the loaded country database (Unix time; 0 without one).",
             ),
+            log_lines,
+            log_dropped,
             registry: r,
         }
     }

@@ -8,7 +8,7 @@ mod identity;
 mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -20,6 +20,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use crate::config::{Config, ListCache};
 use crate::engine::{normalize_path, Country, Decision, Facts, RuleRef, SlotRegistry};
 use crate::limiter::{Clock, Limiter, MonotonicClock};
+use crate::metrics::decision_log::{now_rfc3339, DecisionLog, Entry};
 use crate::metrics::{Metrics, PolicySeries};
 pub use identity::{client_ip, country_of};
 use parking_lot::Mutex;
@@ -92,6 +93,10 @@ pub struct State {
     pub clock: MonotonicClock,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The decision log, when configured.
+    pub decision_log: Option<DecisionLog>,
+    /// Allowed requests seen, for sampling them into the decision log.
+    allowed_seen: AtomicU64,
     /// Parsed list files kept for the next reload.
     pub list_cache: Mutex<ListCache>,
     /// Reload outcomes.
@@ -135,6 +140,8 @@ impl State {
             slots,
             clock: MonotonicClock::new(),
             metrics,
+            decision_log: None,
+            allowed_seen: AtomicU64::new(0),
             list_cache: Mutex::new(cache),
             reloads: ReloadStats::default(),
             early_hup: Mutex::new(None),
@@ -165,6 +172,8 @@ pub struct Ctx {
     peer: usize,
     /// When the first upstream peer was picked (None: the request never went upstream).
     upstream_since: Option<std::time::Instant>,
+    /// What was decided, about whom (for the decision log).
+    decided: Option<(Decision, IpAddr, Country)>,
 }
 
 #[async_trait]
@@ -183,6 +192,7 @@ impl ProxyHttp for Sekisho {
             start: None,
             peer: 0,
             upstream_since: None,
+            decided: None,
         }
     }
 
@@ -225,6 +235,7 @@ impl ProxyHttp for Sekisho {
             headers: Some(&req.headers),
         };
         let decision = policy.decide(&facts, &self.state.limiter, self.state.clock.now());
+        ctx.decided = Some((decision, ip, country));
         let (rule, retry_after) = match decision {
             Decision::Allow => {
                 snap.series.allowed.inc();
@@ -305,6 +316,7 @@ impl ProxyHttp for Sekisho {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        self.log_decision(session, ctx);
         let Some(since) = ctx.upstream_since else {
             return; // answered by sekisho itself, counted when it was written
         };
@@ -330,6 +342,67 @@ impl ProxyHttp for Sekisho {
             e.set_retry(true);
         }
         e
+    }
+}
+
+impl Sekisho {
+    /// Writes the decision log line of a finished request, if it is one to log.
+    fn log_decision(&self, session: &Session, ctx: &Ctx) {
+        let (Some(log), Some((decision, ip, country))) = (&self.state.decision_log, ctx.decided)
+        else {
+            return;
+        };
+        let policy = &ctx.snapshot.config.policy;
+        let (rule, mode) = match decision {
+            Decision::Allow | Decision::AllowListed => {
+                if log.sample_allowed <= 0.0 {
+                    return;
+                }
+                // one in round(1 / sample_allowed), deterministic
+                let every = (1.0 / log.sample_allowed).round().max(1.0) as u64;
+                let n = self.state.allowed_seen.fetch_add(1, Ordering::Relaxed);
+                if n % every != 0 {
+                    return;
+                }
+                let rule = if decision == Decision::AllowListed {
+                    "allow-list"
+                } else {
+                    ""
+                };
+                (rule, "enforce")
+            }
+            Decision::Count { rule } => (policy.name_of(rule), "count"),
+            Decision::Deny { rule } | Decision::Limit { rule, .. } => {
+                (policy.name_of(rule), "enforce")
+            }
+        };
+        let req = session.req_header();
+        let sent = session.response_written().map_or(0, |r| r.status.as_u16());
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| std::str::from_utf8(h.as_bytes()).ok())
+            .map(host_only)
+            .unwrap_or("");
+        let ua = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()))
+            .unwrap_or_default();
+        log.log(&Entry {
+            timestamp: now_rfc3339(),
+            client_ip: ip,
+            country: country.as_str(),
+            method: req.method.as_str(),
+            host,
+            path: req.uri.path(),
+            user_agent: &ua,
+            rule,
+            action: decision.action(),
+            mode,
+            status: sent,
+            upstream_status: ctx.upstream_since.map(|_| sent).filter(|s| *s != 0),
+        });
     }
 }
 

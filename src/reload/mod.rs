@@ -128,6 +128,9 @@ fn warn_restart_only(o: &config::Config, n: &config::Config) {
     if n.reload != o.reload {
         changed.push("reload");
     }
+    if n.decision_log != o.decision_log {
+        changed.push("decision_log");
+    }
     for field in changed {
         tracing::warn!(
             field,
