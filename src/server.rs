@@ -13,7 +13,7 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::config::{Config, ListCache};
 use crate::engine::SlotRegistry;
-use crate::metrics::decision_log::DecisionLog;
+use crate::metrics::decision_log::{DecisionLog, Limits};
 use crate::proxy::{Sekisho, State};
 use crate::reload::Housekeeping;
 
@@ -36,11 +36,16 @@ pub fn build(
     let log_settings = config.decision_log.clone();
     let mut state = State::new(config, slots, cache);
     if let Some(d) = log_settings {
+        let limits = Limits {
+            queue: d.queue,
+            sample_allowed: d.sample_allowed,
+            max_per_second: d.max_lines_per_second,
+        };
         let log = DecisionLog::start(
             d.target.clone(),
-            d.queue,
-            d.sample_allowed,
+            limits,
             state.metrics.log_dropped.clone(),
+            state.metrics.log_suppressed.clone(),
             state.metrics.log_lines.clone(),
         )
         .map_err(|e| format!("cannot open the decision log {:?}: {e}", d.target))?;

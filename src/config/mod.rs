@@ -87,6 +87,8 @@ pub struct DecisionLogSettings {
     pub sample_allowed: f64,
     /// Lines queued before dropping (default 65536).
     pub queue: usize,
+    /// Lines per second at most (default 5000; 0: no cap).
+    pub max_lines_per_second: u64,
 }
 
 /// `geo:`: where a client's country comes from.
@@ -500,10 +502,12 @@ impl Validator<'_> {
                 Some(q) => q.value,
                 None => 65_536,
             };
+            let max_lines_per_second = d.max_lines_per_second.as_ref().map_or(5_000, |m| m.value);
             DecisionLogSettings {
                 target,
                 sample_allowed,
                 queue,
+                max_lines_per_second,
             }
         });
         let rules = self.rules(&raw.rules, slots);

@@ -35,6 +35,7 @@ pub struct RawDecisionLog {
     pub path: S<String>,
     pub sample_allowed: Option<S<f64>>,
     pub queue: Option<S<usize>>,
+    pub max_lines_per_second: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,7 +3,9 @@
 //!
 //! The request path formats a line and hands it to a bounded queue without waiting; a writer
 //! thread drains the queue to the file (or stdout). When the writer falls behind, lines are
-//! dropped and counted (`sekisho_decision_log_dropped_total`), never waited for. Rotation
+//! dropped and counted (`sekisho_decision_log_dropped_total`), never waited for. Under a flood,
+//! lines beyond `max_lines_per_second` are not even formatted: they are counted in
+//! `sekisho_decision_log_suppressed_total` (the metrics still count every request). Rotation
 //! follows the logrotate convention: on `SIGUSR1` the file is reopened by name (use
 //! `postrotate kill -USR1 $(pidof sekisho)` or `copytruncate`).
 
@@ -11,7 +13,7 @@ use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -53,8 +55,26 @@ pub struct Entry<'a> {
 pub struct DecisionLog {
     tx: SyncSender<Vec<u8>>,
     dropped: IntCounter,
+    suppressed: IntCounter,
     /// Share of allowed requests logged (0 to 1).
     pub sample_allowed: f64,
+    /// Lines per second at most (0: no cap).
+    max_per_second: u64,
+    /// The Unix second the count below is for.
+    window: AtomicU64,
+    /// Lines admitted in `window`.
+    used: AtomicU64,
+}
+
+/// How much the log may take.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Lines queued before dropping.
+    pub queue: usize,
+    /// Share of allowed requests logged (0 to 1).
+    pub sample_allowed: f64,
+    /// Lines per second at most (0: no cap).
+    pub max_per_second: u64,
 }
 
 /// Where the log goes.
@@ -70,11 +90,16 @@ impl DecisionLog {
     /// Starts the writer thread. `queue`: lines held before dropping.
     pub fn start(
         target: Target,
-        queue: usize,
-        sample_allowed: f64,
+        limits: Limits,
         dropped: IntCounter,
+        suppressed: IntCounter,
         written: IntCounter,
     ) -> std::io::Result<Self> {
+        let Limits {
+            queue,
+            sample_allowed,
+            max_per_second,
+        } = limits;
         let (tx, rx) = sync_channel::<Vec<u8>>(queue.max(1));
         let reopen = Arc::new(AtomicBool::new(false));
         if matches!(target, Target::File(_)) {
@@ -87,8 +112,35 @@ impl DecisionLog {
         Ok(Self {
             tx,
             dropped,
+            suppressed,
             sample_allowed,
+            max_per_second,
+            window: AtomicU64::new(0),
+            used: AtomicU64::new(0),
         })
+    }
+
+    /// Whether one more line fits in this second's budget; call before building the line,
+    /// so that a flood of refusals costs one clock read and two atomics per request, not a
+    /// formatted line. A line over budget is counted in `sekisho_decision_log_suppressed_total`.
+    pub fn admit(&self) -> bool {
+        if self.max_per_second == 0 {
+            return true;
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.window.load(Ordering::Relaxed) != now {
+            // a new second (racy between threads by a line or two: fine for a log budget)
+            self.window.store(now, Ordering::Relaxed);
+            self.used.store(0, Ordering::Relaxed);
+        }
+        if self.used.fetch_add(1, Ordering::Relaxed) < self.max_per_second {
+            true
+        } else {
+            self.suppressed.inc();
+            false
+        }
     }
 
     /// Queues one entry; drops it (and counts the drop) if the writer is behind.
@@ -158,5 +210,35 @@ fn writer(
                 ),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_is_capped_per_second_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = |n: &str| IntCounter::new(n, "test").unwrap();
+        let (dropped, suppressed, written) = (counter("d"), counter("s"), counter("w"));
+        let limits = Limits {
+            queue: 16,
+            sample_allowed: 0.0,
+            max_per_second: 3,
+        };
+        let log = DecisionLog::start(
+            Target::File(dir.path().join("d.log")),
+            limits,
+            dropped.clone(),
+            suppressed.clone(),
+            written,
+        )
+        .unwrap();
+        let admitted = (0..10).filter(|_| log.admit()).count();
+        // a second boundary may fall inside the loop: then up to 6 get through
+        assert!((3..=6).contains(&admitted), "{admitted}");
+        assert_eq!(suppressed.get() as usize, 10 - admitted);
+        assert_eq!(dropped.get(), 0);
     }
 }

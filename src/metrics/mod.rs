@@ -49,6 +49,8 @@ pub struct Metrics {
     pub log_lines: IntCounter,
     /// `sekisho_decision_log_dropped_total`: lines dropped because the writer fell behind.
     pub log_dropped: IntCounter,
+    /// `sekisho_decision_log_suppressed_total`: lines over `max_lines_per_second`.
+    pub log_suppressed: IntCounter,
 }
 
 /// The series a snapshot increments, resolved once from its policy.
@@ -160,6 +162,10 @@ impl Metrics {
             "sekisho_decision_log_dropped_total",
             "Decision log lines dropped because the writer fell behind (the request path never waits).",
         );
+        let log_suppressed = counter(
+            "sekisho_decision_log_suppressed_total",
+            "Decision log lines not written because they were over max_lines_per_second.",
+        );
         let upstream_classes =
             ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| upstream_responses.with_label_values(&[c]));
         Self {
@@ -199,6 +205,7 @@ impl Metrics {
             ),
             log_lines,
             log_dropped,
+            log_suppressed,
             registry: r,
         }
     }

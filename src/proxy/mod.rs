@@ -376,6 +376,9 @@ impl Sekisho {
                 (policy.name_of(rule), "enforce")
             }
         };
+        if !log.admit() {
+            return;
+        }
         let req = session.req_header();
         let sent = session.response_written().map_or(0, |r| r.status.as_u16());
         let host = req
