@@ -271,3 +271,46 @@ fn decision_log_lines_carry_every_field_and_reopen_on_sigusr1() {
     );
     assert!(value(&metrics, "sekisho_decision_log_lines_total", &[]).is_some_and(|n| n >= 4.0));
 }
+
+#[test]
+fn top_talkers_over_the_window() {
+    let origin = Origin::start();
+    let body = format!(
+        "{}rules:\n  - name: per-ip\n    limit: {{ rate: 1/h, burst: 3 }}\n",
+        origin.upstreams()
+    );
+    let proxy = Proxy::start(&body);
+    for (src, n) in [("127.0.0.2", 5), ("127.0.0.3", 2)] {
+        let mut c = Conn::open(Some(src), proxy.addr()).unwrap();
+        for _ in 0..n {
+            c.request("GET", "/hot", &[("User-Agent", "flood/1.0")], b"")
+                .unwrap();
+        }
+    }
+    let top = |q: &str| {
+        let r = get_from(None, proxy.admin_addr(), &format!("/admin/top?{q}"));
+        (
+            r.status,
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap(),
+        )
+    };
+    let (status, v) = top("by=ip&window=5m");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["approximate"], true);
+    assert_eq!(v["top"][0]["key"], "127.0.0.2", "{v}");
+    assert_eq!(
+        (
+            v["top"][0]["allowed"].as_u64(),
+            v["top"][0]["refused"].as_u64()
+        ),
+        (Some(3), Some(2))
+    );
+    assert_eq!(v["top"][1]["key"], "127.0.0.3");
+    let (_, v) = top("by=path&window=1m&n=1");
+    assert_eq!(v["top"][0]["key"], "/hot");
+    assert_eq!(v["top"].as_array().unwrap().len(), 1);
+    let (_, v) = top("by=user_agent");
+    assert_eq!(v["top"][0]["key"], "flood/1.0");
+    assert_eq!(top("by=cookie").0, 400);
+    assert_eq!(top("window=99m").0, 400);
+}

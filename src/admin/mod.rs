@@ -17,6 +17,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::limiter::Clock;
+use crate::metrics::top::{Dimension, MINUTES};
 use crate::proxy::State;
 use crate::reload::Trigger;
 
@@ -94,6 +95,48 @@ impl Admin {
             },
             "decisions": decisions,
         })
+    }
+
+    /// `GET /admin/top?by=ip|country|user_agent|path&window=5m&n=20`.
+    fn top(&self, query: &str) -> Result<serde_json::Value, String> {
+        let mut by = "ip";
+        let mut window = 5;
+        let mut n = 20;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "by" => by = v,
+                "window" => {
+                    window = v
+                        .strip_suffix('m')
+                        .unwrap_or(v)
+                        .parse()
+                        .ok()
+                        .filter(|w| (1..=MINUTES as u64).contains(w))
+                        .ok_or_else(|| format!("window {v:?}: use 1m to {MINUTES}m"))?;
+                }
+                "n" => {
+                    n = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| format!("n {v:?}: use 1 to 1000"))?;
+                }
+                other => return Err(format!("unknown parameter {other:?} (by, window, n)")),
+            }
+        }
+        let dim = Dimension::parse(by)
+            .ok_or_else(|| format!("by {by:?}: use ip, country, user_agent or path"))?;
+        let minute = self.state.clock.now() / 60_000_000_000;
+        let v6 = self.state.snapshot.load().config.client_ip.ipv6_prefix;
+        Ok(json!({
+            "by": by,
+            "window_minutes": window,
+            "approximate": true,
+            "note": "heavy hitters from bounded per-minute sketches: counts are upper bounds, each within its `error`; updates skipped under contention are in `skipped`",
+            "skipped": self.state.top.skipped.load(Ordering::Relaxed),
+            "top": self.state.top.top(dim, window, minute, n, v6),
+        }))
     }
 
     /// `GET /metrics`: brings the scrape-time values up to date, then renders.
@@ -177,6 +220,13 @@ impl ServeHttp for Admin {
                 }
             }
             ("GET", "/admin/status") => json_reply(StatusCode::OK, &self.status()),
+            ("GET", "/admin/top") => {
+                let query = session.req_header().uri.query().unwrap_or("").to_string();
+                match self.top(&query) {
+                    Ok(v) => json_reply(StatusCode::OK, &v),
+                    Err(e) => json_reply(StatusCode::BAD_REQUEST, &json!({ "error": e })),
+                }
+            }
             ("GET", "/metrics") => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -186,7 +236,7 @@ impl ServeHttp for Admin {
                 let (status, v) = self.reload().await;
                 json_reply(status, &v)
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/reload") => reply(
+            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/top" | "/admin/reload") => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
                 b"method not allowed\n".to_vec(),
@@ -194,7 +244,7 @@ impl ServeHttp for Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found; try /healthz, /readyz, /metrics, /admin/status, POST /admin/reload\n"
+                b"not found; try /healthz, /readyz, /metrics, /admin/status, /admin/top?by=ip, POST /admin/reload\n"
                     .to_vec(),
             ),
         }

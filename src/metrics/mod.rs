@@ -5,6 +5,7 @@
 //! class. Never a raw IP, path or user agent. Served as `GET /metrics` on the admin listener.
 
 pub mod decision_log;
+pub mod top;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,

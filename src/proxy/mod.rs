@@ -21,6 +21,7 @@ use crate::config::{Config, ListCache};
 use crate::engine::{normalize_path, Country, Decision, Facts, RuleRef, SlotRegistry};
 use crate::limiter::{Clock, Limiter, MonotonicClock};
 use crate::metrics::decision_log::{now_rfc3339, DecisionLog, Entry};
+use crate::metrics::top::{ip_bytes, TopTalkers};
 use crate::metrics::{Metrics, PolicySeries};
 pub use identity::{client_ip, country_of};
 use parking_lot::Mutex;
@@ -97,6 +98,8 @@ pub struct State {
     pub decision_log: Option<DecisionLog>,
     /// Allowed requests seen, for sampling them into the decision log.
     allowed_seen: AtomicU64,
+    /// Heavy hitters of the last minutes, for `GET /admin/top`.
+    pub top: TopTalkers,
     /// Parsed list files kept for the next reload.
     pub list_cache: Mutex<ListCache>,
     /// Reload outcomes.
@@ -142,6 +145,7 @@ impl State {
             metrics,
             decision_log: None,
             allowed_seen: AtomicU64::new(0),
+            top: TopTalkers::new(),
             list_cache: Mutex::new(cache),
             reloads: ReloadStats::default(),
             early_hup: Mutex::new(None),
@@ -234,8 +238,20 @@ impl ProxyHttp for Sekisho {
             user_agent,
             headers: Some(&req.headers),
         };
-        let decision = policy.decide(&facts, &self.state.limiter, self.state.clock.now());
+        let now = self.state.clock.now();
+        let decision = policy.decide(&facts, &self.state.limiter, now);
         ctx.decided = Some((decision, ip, country));
+        let (ip_key, ip_len) = ip_bytes(ip, policy.ipv6_prefix);
+        self.state.top.record(
+            now / 60_000_000_000,
+            [
+                &ip_key[..ip_len],
+                &country.0,
+                user_agent,
+                req.uri.path().as_bytes(),
+            ],
+            !decision.passes(),
+        );
         let (rule, retry_after) = match decision {
             Decision::Allow => {
                 snap.series.allowed.inc();
