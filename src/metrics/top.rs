@@ -62,7 +62,7 @@ impl Entry {
 struct Sketch {
     minute: u64,
     entries: Vec<Entry>,
-    index: HashMap<Box<[u8]>, usize>,
+    index: HashMap<Box<[u8]>, usize, foldhash::fast::FixedState>,
     rng: u64,
 }
 
