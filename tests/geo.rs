@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{geo_fixture, get_with, write_atomically, Conn, Origin, Proxy};
+use support::{
+    geo_fixture, get_from, get_with, metric_value, write_atomically, Conn, Origin, Proxy,
+};
 
 const FIXTURE: &[(&str, &str)] = &[
     ("1.0.16.0/20", "JP"),
@@ -136,5 +138,36 @@ fn database_swapped_under_load_fails_no_request() {
     assert!(
         last_error.contains(": geo.database: not a valid MaxMind database"),
         "{last_error}"
+    );
+}
+
+#[test]
+fn listed_countries_are_broken_out_in_metrics() {
+    let origin = Origin::start();
+    let body = format!(
+        "{}metrics: {{ countries: [JP] }}\n",
+        config(&origin, "database: geo.mmdb")
+    );
+    let proxy = Proxy::start_with(&body, |dir| {
+        write_db(&dir.join("geo.mmdb"), FIXTURE);
+    });
+    for client in ["1.0.16.1", "2001:200::1", "8.8.8.8", "9.9.9.9"] {
+        via_proxy(&proxy, "127.0.0.2", client, "/");
+    }
+    let text = get_from(None, proxy.admin_addr(), "/metrics").text();
+    let v = |c, r| {
+        metric_value(
+            &text,
+            "sekisho_country_requests_total",
+            &[("country", c), ("result", r)],
+        )
+    };
+    assert_eq!(v("JP", "passed"), Some(2.0), "{text}");
+    assert_eq!(v("JP", "refused"), Some(0.0));
+    assert_eq!(v("other", "refused"), Some(1.0));
+    assert_eq!(v("other", "passed"), Some(1.0));
+    assert!(
+        !text.contains("country=\"US\""),
+        "only listed countries get a label"
     );
 }

@@ -2,35 +2,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-
-use support::{get_from, Conn, Origin, Proxy};
-
-/// The value of the series `name{labels}` in a text exposition (labels compared as a set).
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let want: BTreeMap<&str, &str> = labels.iter().copied().collect();
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, v) = line.rsplit_once(' ')?;
-            let (n, rest) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            if n != name {
-                return None;
-            }
-            let got: BTreeMap<&str, &str> = rest
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .filter_map(|p| {
-                    let (k, v) = p.split_once('=')?;
-                    Some((k, v.trim_matches('"')))
-                })
-                .collect();
-            (got == want).then(|| v.parse().ok()).flatten()
-        })
-}
+use support::{get_from, metric_value as value, Conn, Origin, Proxy};
 
 #[test]
 fn counters_after_a_scripted_mix() {

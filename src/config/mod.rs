@@ -76,6 +76,8 @@ pub struct Config {
     pub geo: GeoSettings,
     /// `decision_log:` (restart to change).
     pub decision_log: Option<DecisionLogSettings>,
+    /// `metrics.countries`: countries broken out in `sekisho_country_requests_total`.
+    pub metric_countries: Vec<Country>,
 }
 
 /// `decision_log:`.
@@ -510,6 +512,22 @@ impl Validator<'_> {
                 max_lines_per_second,
             }
         });
+        let mut metric_countries = Vec::new();
+        for (i, c) in raw
+            .metrics
+            .iter()
+            .flat_map(|m| m.countries.iter())
+            .enumerate()
+        {
+            match Country::parse(c.value.trim().as_bytes()) {
+                Some(code) => metric_countries.push(code),
+                None => self.err(
+                    c,
+                    format!("metrics.countries[{i}]"),
+                    format!("{:?} is not a two-letter country code", c.value),
+                ),
+            }
+        }
         let rules = self.rules(&raw.rules, slots);
         let uses_country = rules.iter().any(|r| {
             r.matcher.uses_country()
@@ -544,6 +562,7 @@ impl Validator<'_> {
             }
         }
         Config {
+            metric_countries,
             geo,
             decision_log,
             admin_listen,

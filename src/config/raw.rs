@@ -24,9 +24,17 @@ pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub geo: Option<RawGeo>,
     pub decision_log: Option<RawDecisionLog>,
+    pub metrics: Option<RawMetrics>,
     pub reload: Option<RawReload>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    #[serde(default)]
+    pub countries: Vec<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

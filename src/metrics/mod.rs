@@ -13,7 +13,7 @@ use prometheus::{
 };
 
 use crate::config::Mode;
-use crate::engine::{Policy, RuleKind};
+use crate::engine::{Country, Policy, RuleKind};
 
 /// Every metric sekisho exports.
 pub struct Metrics {
@@ -52,6 +52,8 @@ pub struct Metrics {
     pub log_dropped: IntCounter,
     /// `sekisho_decision_log_suppressed_total`: lines over `max_lines_per_second`.
     pub log_suppressed: IntCounter,
+    /// `sekisho_country_requests_total{country, result}`, for the countries the operator lists.
+    pub country_requests: IntCounterVec,
 }
 
 /// The series a snapshot increments, resolved once from its policy.
@@ -70,6 +72,25 @@ pub struct PolicySeries {
     pub allowed: IntCounter,
     /// Allowed because allow-listed.
     pub allow_listed: IntCounter,
+    /// Listed countries with their (passed, refused) series; the rest go to `other`.
+    pub countries: Vec<(Country, [IntCounter; 2])>,
+    /// (passed, refused) for countries not listed; `None` when no country is listed.
+    pub other_country: Option<[IntCounter; 2]>,
+}
+
+impl PolicySeries {
+    /// Counts one request of `country`.
+    pub fn count_country(&self, country: Country, refused: bool) {
+        let Some(other) = &self.other_country else {
+            return;
+        };
+        let series = self
+            .countries
+            .iter()
+            .find(|(c, _)| *c == country)
+            .map_or(other, |(_, s)| s);
+        series[usize::from(refused)].inc();
+    }
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -167,6 +188,12 @@ impl Metrics {
             "sekisho_decision_log_suppressed_total",
             "Decision log lines not written because they were over max_lines_per_second.",
         );
+        let country_requests = counter_vec(
+            &r,
+            "sekisho_country_requests_total",
+            "Requests by client country (only the countries listed in metrics.countries, the rest as \"other\"; \"??\" = unknown), passed or refused.",
+            &["country", "result"],
+        );
         let upstream_classes =
             ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| upstream_responses.with_label_values(&[c]));
         Self {
@@ -207,12 +234,16 @@ impl Metrics {
             log_lines,
             log_dropped,
             log_suppressed,
+            country_requests,
             registry: r,
         }
     }
 
-    /// Resolves the series `policy` increments.
-    pub fn series_for(&self, policy: &Policy) -> PolicySeries {
+    /// Resolves the series `policy` increments, breaking out `countries`.
+    pub fn series_for(&self, policy: &Policy, countries: &[Country]) -> PolicySeries {
+        let pair = |c: &str| {
+            ["passed", "refused"].map(|r| self.country_requests.with_label_values(&[c, r]))
+        };
         let series = |decision: &str, name: &str, mode: Mode| {
             let (decision, mode) = match mode {
                 Mode::Enforce => (decision, "enforce"),
@@ -245,6 +276,8 @@ impl Metrics {
                 "allow-list",
                 "enforce",
             ]),
+            countries: countries.iter().map(|c| (*c, pair(c.as_str()))).collect(),
+            other_country: (!countries.is_empty()).then(|| pair("other")),
         }
     }
 

@@ -45,7 +45,7 @@ impl Snapshot {
     /// Wraps a validated config, resolving its metric series in `metrics`.
     pub fn new(config: Config, generation: u64, metrics: &Metrics) -> Self {
         let upstreams = UpstreamPool::new(&config.upstreams, config.upstream_options.down_for);
-        let series = metrics.series_for(&config.policy);
+        let series = metrics.series_for(&config.policy, &config.metric_countries);
         metrics.generation.set(generation as i64);
         metrics
             .list_entries
@@ -223,7 +223,7 @@ impl ProxyHttp for Sekisho {
             .get(http::header::USER_AGENT)
             .map_or(&b""[..], |h| h.as_bytes());
         let path = normalize_path(req.uri.path());
-        let country = if policy.uses_country {
+        let country = if policy.uses_country || !snap.config.metric_countries.is_empty() {
             let c = &snap.config;
             country_of(&c.geo, &c.client_ip, peer, ip, &req.headers)
         } else {
@@ -241,6 +241,7 @@ impl ProxyHttp for Sekisho {
         let now = self.state.clock.now();
         let decision = policy.decide(&facts, &self.state.limiter, now);
         ctx.decided = Some((decision, ip, country));
+        snap.series.count_country(country, !decision.passes());
         let (ip_key, ip_len) = ip_bytes(ip, policy.ipv6_prefix);
         self.state.top.record(
             now / 60_000_000_000,

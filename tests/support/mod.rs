@@ -387,3 +387,29 @@ pub fn geo_fixture(entries: &[(&str, &str)]) -> Vec<u8> {
     }
     w.to_bytes().expect("fixture bytes")
 }
+
+/// The value of the series `name{labels}` in a text exposition (labels compared as a set).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: std::collections::BTreeMap<&str, &str> = labels.iter().copied().collect();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, v) = line.rsplit_once(' ')?;
+            let (n, rest) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            if n != name {
+                return None;
+            }
+            let got: std::collections::BTreeMap<&str, &str> = rest
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=')?;
+                    Some((k, v.trim_matches('"')))
+                })
+                .collect();
+            (got == want).then(|| v.parse().ok()).flatten()
+        })
+}
