@@ -286,3 +286,49 @@ fn top_talkers_over_the_window() {
     assert_eq!(top("by=cookie").0, 400);
     assert_eq!(top("window=99m").0, 400);
 }
+
+#[test]
+fn a_stuck_log_writer_drops_and_counts_instead_of_waiting() {
+    let origin = Origin::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stuck.log");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // a reader that opens the pipe and never reads: the writer fills 64 KiB, then blocks
+    let reader_path = fifo.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&reader_path).unwrap();
+        tx.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(120));
+        drop(f);
+    });
+    let body = format!(
+        "{}decision_log: {{ path: \"{}\", queue: 16, max_lines_per_second: 0 }}\nlists:\n  deny: {{ cidrs: [\"127.0.0.4\"] }}\n",
+        origin.upstreams(),
+        fifo.display()
+    );
+    let proxy = Proxy::start(&body);
+    rx.recv().unwrap();
+    let total = 3000;
+    let mut c = Conn::open(Some("127.0.0.4"), proxy.addr()).unwrap();
+    for _ in 0..total {
+        // every refusal is answered at once, whatever the log does
+        assert_eq!(
+            c.get("/a-path-to-make-the-line-longer").unwrap().status,
+            403
+        );
+    }
+    let text = get_from(None, proxy.admin_addr(), "/metrics").text();
+    let dropped = value(&text, "sekisho_decision_log_dropped_total", &[]).unwrap();
+    let written = value(&text, "sekisho_decision_log_lines_total", &[]).unwrap();
+    assert!(dropped > 0.0, "{text}");
+    // every line is accounted for: written, dropped, or still queued (16) / in the write (1)
+    assert!(
+        f64::from(total) - dropped - written <= 17.0,
+        "dropped {dropped} written {written}"
+    );
+}
