@@ -210,14 +210,7 @@ impl ProxyHttp for Sekisho {
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let ip = client_ip(peer, &req.headers, &snap.config.client_ip);
-        // The absolute-form target's authority wins over Host (RFC 9112 3.2.2), as upstream
-        // will see it.
-        let host = pingora::http::authority::raw_target_authority(req.raw_path())
-            .authority()
-            .or_else(|| req.headers.get(http::header::HOST).map(|h| h.as_bytes()))
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .map(host_only)
-            .unwrap_or("");
+        let host = request_host(req);
         let user_agent = req
             .headers
             .get(http::header::USER_AGENT)
@@ -398,12 +391,7 @@ impl Sekisho {
         }
         let req = session.req_header();
         let sent = session.response_written().map_or(0, |r| r.status.as_u16());
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| std::str::from_utf8(h.as_bytes()).ok())
-            .map(host_only)
-            .unwrap_or("");
+        let host = request_host(req);
         let ua = req
             .headers
             .get(http::header::USER_AGENT)
@@ -424,6 +412,18 @@ impl Sekisho {
             upstream_status: ctx.upstream_since.map(|_| sent).filter(|s| *s != 0),
         });
     }
+}
+
+/// The host a request names, without port or final dot: the absolute-form target's authority
+/// if there is one (it wins over `Host`, RFC 9112 3.2.2, and is what upstream will see), else
+/// `Host`; empty if neither is there or valid UTF-8.
+fn request_host(req: &pingora::http::RequestHeader) -> &str {
+    pingora::http::authority::raw_target_authority(req.raw_path())
+        .authority()
+        .or_else(|| req.headers.get(http::header::HOST).map(|h| h.as_bytes()))
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .map(host_only)
+        .unwrap_or("")
 }
 
 /// `example.com:8080` → `example.com`; `example.com.` → `example.com`; `[::1]:8080` → `[::1]`.
