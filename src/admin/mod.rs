@@ -82,9 +82,9 @@ impl Admin {
             "allow_entries": policy.allow.entries(),
             "deny_entries": policy.deny.entries(),
             "reloads": {
-                "ok": r.ok.load(Ordering::Relaxed),
-                "failed": r.failed.load(Ordering::Relaxed),
-                "last_ok_unix": r.last_ok_unix.load(Ordering::Relaxed),
+                "ok": s.metrics.reloads.with_label_values(&["ok"]).get(),
+                "failed": s.metrics.reloads.with_label_values(&["error"]).get(),
+                "last_ok_unix": s.metrics.last_reload_success.get(),
                 "last_duration_ms": r.last_duration_ms.load(Ordering::Relaxed),
                 "last_error": *r.last_error.lock(),
             },

@@ -99,6 +99,12 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     v
 }
 
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("static metric definition");
+    r.register(Box::new(c.clone())).expect("unique metric name");
+    c
+}
+
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("static metric definition");
     r.register(Box::new(g.clone())).expect("unique metric name");
@@ -128,13 +134,11 @@ impl Metrics {
             "Responses from upstream, by status class (1xx..5xx).",
             &["class"],
         );
-        let upstream_errors = IntCounter::new(
+        let upstream_errors = counter(
+            &r,
             "sekisho_upstream_errors_total",
             "Requests that failed connecting to, writing to or reading from upstream.",
-        )
-        .expect("static metric definition");
-        r.register(Box::new(upstream_errors.clone()))
-            .expect("unique metric name");
+        );
         let upstream_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "sekisho_upstream_duration_seconds",
@@ -164,27 +168,23 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(list_entries.clone()))
             .expect("unique metric name");
-        let evictions = IntCounter::new(
+        let evictions = counter(
+            &r,
             "sekisho_limiter_evictions_total",
             "Token buckets dropped while still holding a debt, to stay within max_tracked_keys.",
-        )
-        .expect("static metric definition");
-        r.register(Box::new(evictions.clone()))
-            .expect("unique metric name");
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("static metric definition");
-            r.register(Box::new(c.clone())).expect("unique metric name");
-            c
-        };
+        );
         let log_lines = counter(
+            &r,
             "sekisho_decision_log_lines_total",
             "Lines written to the decision log.",
         );
         let log_dropped = counter(
+            &r,
             "sekisho_decision_log_dropped_total",
             "Decision log lines dropped because the writer fell behind (the request path never waits).",
         );
         let log_suppressed = counter(
+            &r,
             "sekisho_decision_log_suppressed_total",
             "Decision log lines not written because they were over max_lines_per_second.",
         );

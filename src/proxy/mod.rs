@@ -108,15 +108,9 @@ pub struct State {
     pub early_hup: Mutex<Option<Arc<std::sync::atomic::AtomicBool>>>,
 }
 
-/// Reload outcomes since start.
+/// What the reload counters (`sekisho_reloads_total`, the last-success gauge) do not hold.
 #[derive(Debug, Default)]
 pub struct ReloadStats {
-    /// Successful reloads.
-    pub ok: AtomicU64,
-    /// Rejected reloads (the old config kept serving).
-    pub failed: AtomicU64,
-    /// Unix time of the last successful reload (0: none yet).
-    pub last_ok_unix: AtomicU64,
     /// Milliseconds the last successful reload took (parse + build + swap).
     pub last_duration_ms: AtomicU64,
     /// The errors of the last reload, if it failed.

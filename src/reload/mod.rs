@@ -17,7 +17,7 @@ mod watch;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -66,7 +66,6 @@ pub fn reload(state: &State, full: bool, cause: &str) -> Result<ReloadDone, Conf
     let new = match result {
         Ok(new) => new,
         Err(errors) => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
             state.metrics.reloads.with_label_values(&["error"]).inc();
             *stats.last_error.lock() = Some(errors.to_string());
             for e in &errors.0 {
@@ -82,19 +81,12 @@ pub fn reload(state: &State, full: bool, cause: &str) -> Result<ReloadDone, Conf
         .snapshot
         .store(Arc::new(Snapshot::new(new, generation, &state.metrics)));
     let duration_ms = started.elapsed().as_millis() as u64;
-    stats.ok.fetch_add(1, Ordering::Relaxed);
     state.metrics.reloads.with_label_values(&["ok"]).inc();
     state
         .metrics
         .last_reload_success
         .set(crate::proxy::unix_now() as i64);
     stats.last_duration_ms.store(duration_ms, Ordering::Relaxed);
-    stats.last_ok_unix.store(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        Ordering::Relaxed,
-    );
     *stats.last_error.lock() = None;
     tracing::info!(cause, generation, duration_ms, "config reloaded");
     Ok(ReloadDone {
