@@ -12,7 +12,9 @@ use std::sync::Mutex;
 use common::{v4_addrs, v4_cidrs, Rng};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ipnet::IpNet;
-use sekisho::engine::{Country, Facts, Policy, RuleKind, SlotRegistry};
+use sekisho::config::Mode;
+use sekisho::defense::{key_of_net, Ban, BanSet, Source};
+use sekisho::engine::{Country, Facts, Live, Policy, RuleKind, SlotRegistry};
 use sekisho::limiter::{Clock, FakeClock, Limiter};
 
 const RULES: &str = r#"
@@ -166,6 +168,72 @@ fn decision(c: &mut Criterion) {
             i = (i + 7919) % f.clients.len();
             clock.advance(1_000);
             black_box(naive.decide(&f, &facts(f.clients[i], i), clock.now()))
+        })
+    });
+    g.finish();
+
+    // The same decision with 10k live bans consulted first (the client is not banned: the
+    // costly case, a hash lookup that misses), and a banned client refused before any rule.
+    let bans = BanSet::new(100_000);
+    let mut rng = Rng::new(11);
+    for ip in v4_addrs(10_000, &mut rng) {
+        let net = IpNet::from(ip);
+        let ban = Ban {
+            net,
+            since_unix: 0,
+            until: u64::MAX,
+            forget_at: u64::MAX,
+            strikes: 1,
+            mode: Mode::Enforce,
+            source: Source::Manual,
+            reason: String::new(),
+        };
+        bans.add(key_of_net(net, 64), ban, 0);
+    }
+    let banned: Vec<IpAddr> = bans.all().iter().map(|b| b.net.addr()).collect();
+    let mut g = c.benchmark_group("decision_with_bans");
+    g.throughput(Throughput::Elements(1));
+    let no_bans = BanSet::new(100_000);
+    g.bench_function("not_banned_empty_ban_set", |b| {
+        b.iter(|| {
+            i = (i + 7919) % f.clients.len();
+            clock.advance(1_000);
+            let live = Live {
+                limiter: &limiter,
+                bans: Some(&no_bans),
+                under_attack: false,
+            };
+            black_box(f.policy.judge(&facts(f.clients[i], i), &live, clock.now()))
+        })
+    });
+    g.bench_function("ban_check_only_miss_10k_bans", |b| {
+        b.iter(|| {
+            i = (i + 7919) % f.clients.len();
+            let ip = f.clients[i];
+            black_box(bans.check(ip, sekisho::engine::ip_key(ip, 64), clock.now()))
+        })
+    });
+    g.bench_function("not_banned_10k_bans", |b| {
+        b.iter(|| {
+            i = (i + 7919) % f.clients.len();
+            clock.advance(1_000);
+            let live = Live {
+                limiter: &limiter,
+                bans: Some(&bans),
+                under_attack: false,
+            };
+            black_box(f.policy.judge(&facts(f.clients[i], i), &live, clock.now()))
+        })
+    });
+    g.bench_function("banned_10k_bans", |b| {
+        b.iter(|| {
+            i = (i + 7919) % banned.len();
+            let live = Live {
+                limiter: &limiter,
+                bans: Some(&bans),
+                under_attack: false,
+            };
+            black_box(f.policy.judge(&facts(banned[i], i), &live, clock.now()))
         })
     });
     g.finish();

@@ -8,20 +8,13 @@ use std::num::NonZeroU32;
 
 use sekisho::engine::ip_key;
 
+mod common;
+use common::rss_bytes;
+
 // The allocator the binary uses, so the figure is the one production sees.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sekisho::limiter::{BucketKey, Limiter, Quota};
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("statm rss field");
-    pages * 4096
-}
 
 fn main() {
     let n: u32 = std::env::args()

@@ -43,6 +43,14 @@ rules:
     match: { country_not: [JP, "??"] }
     limit: { rate: 10/s, burst: 10 }
     mode: count
+bans: { state_file: bans.json }
+autoban:
+  - name: probers
+under_attack:
+  rules:
+    - name: attack-search
+      match: { path_prefix: /search }
+      action: deny
 YAML
 "$BIN" demo-origin --listen "127.0.0.1:$ORIGIN" 2>/dev/null & PIDS+=($!)
 SEKISHO_LOG=warn "$BIN" run -c "$W/s.yaml" & PIDS+=($!)
@@ -50,6 +58,10 @@ for _ in $(seq 200); do curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$ADM
 for p in / /.env /login /login /status/404 /status/503; do curl -s -o /dev/null "http://127.0.0.1:$PORT$p"; done
 curl -s -o /dev/null --interface 127.0.0.2 "http://127.0.0.1:$PORT/" || true
 curl -s -X POST -o /dev/null "http://127.0.0.1:$ADMIN/admin/reload"
+curl -s -X POST -o /dev/null "http://127.0.0.1:$ADMIN/admin/bans?net=127.0.0.3&ttl=1m"
+curl -s -X POST -o /dev/null "http://127.0.0.1:$ADMIN/admin/under-attack?switch=on"
+curl -s -o /dev/null "http://127.0.0.1:$PORT/search"
+curl -s -X POST -o /dev/null "http://127.0.0.1:$ADMIN/admin/under-attack?switch=off"
 curl -sf "http://127.0.0.1:$ADMIN/metrics" > "$W/metrics.txt"
 
 echo "check-observability: promtool check metrics (live scrape, $(grep -c '^sekisho_' "$W/metrics.txt") series)"

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod defense;
 pub mod engine;
 pub mod geo;
 pub mod iplist;

@@ -29,12 +29,60 @@ enum Command {
     Run,
     /// Validate a config and its list files; print every error as FILE:LINE:COL: field: message.
     Check,
+    /// Banned addresses: list them, or export them for another firewall.
+    Bans {
+        #[command(subcommand)]
+        action: BansAction,
+    },
+    /// The under-attack profile: switch it on, off or to auto, or show its state and preview
+    /// (talks to the running proxy's admin listener).
+    Attack {
+        /// on, off, auto, status or preview.
+        #[arg(value_parser = ["on", "off", "auto", "status", "preview"])]
+        switch: String,
+        /// The admin listener (default: admin.listen from the config).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
     /// Run a tiny demo origin (answers "ok", echoes bodies, /status/NNN) for trying sekisho out.
     DemoOrigin {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: String,
     },
+}
+
+#[derive(Subcommand)]
+enum BansAction {
+    /// Print the live bans as JSON.
+    List {
+        #[command(flatten)]
+        source: BanSource,
+    },
+    /// Print the live, enforced bans in a firewall's format.
+    Export {
+        /// plain, nginx, nginx-geo, aws-waf-ipset or json.
+        #[arg(long, default_value = "plain")]
+        format: String,
+        /// At most this many entries per address family (aws-waf-ipset: 10000 unless given).
+        #[arg(long)]
+        max: Option<usize>,
+        /// When over --max, widen prefixes until the list fits instead of failing.
+        #[arg(long)]
+        aggregate: bool,
+        #[command(flatten)]
+        source: BanSource,
+    },
+}
+
+#[derive(clap::Args)]
+struct BanSource {
+    /// Read this state file instead of bans.state_file from the config.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Ask the running proxy's admin listener (live view) instead of reading the state file.
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -64,10 +112,15 @@ fn main() -> ExitCode {
                             db.build_epoch()
                         )
                     });
+                    let profile = c.policy.rules.len() - c.policy.profile_from;
+                    let extra = match (profile, c.defense.autoban.len()) {
+                        (0, 0) => String::new(),
+                        (p, a) => format!(", {p} under-attack rules, {a} autoban policies"),
+                    };
                     println!(
-                        "{}: ok ({} rules, {} allow and {} deny entries, {} upstreams{geo})",
+                        "{}: ok ({} rules{extra}, {} allow and {} deny entries, {} upstreams{geo})",
                         path.display(),
-                        c.policy.rules.len(),
+                        c.policy.profile_from,
                         c.policy.allow.entries(),
                         c.policy.deny.entries(),
                         c.upstreams.len()
@@ -123,6 +176,55 @@ fn main() -> ExitCode {
             *state.early_hup.lock() = Some(early_hup);
             server.run_forever()
         }
+        Command::Bans { action } => {
+            let (source, export) = match &action {
+                BansAction::List { source } => (source, None),
+                BansAction::Export {
+                    format,
+                    max,
+                    aggregate,
+                    source,
+                } => (source, Some((format.as_str(), *max, *aggregate))),
+            };
+            match bans_command(&config_path(), source, export) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Attack { switch, admin } => {
+            let addr = match admin.map_or_else(|| admin_addr(&config_path()), Ok) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let (method, path) = match switch.as_str() {
+                "status" => ("GET", "/admin/under-attack".to_string()),
+                "preview" => ("GET", "/admin/under-attack/preview".to_string()),
+                s => ("POST", format!("/admin/under-attack?switch={s}")),
+            };
+            match sekisho::admin::client::request(addr, method, &path) {
+                Ok((200, body)) => {
+                    print!("{body}");
+                    ExitCode::SUCCESS
+                }
+                Ok((status, body)) => {
+                    eprintln!("{addr}: {status}: {body}");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::DemoOrigin { listen } => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -155,3 +257,71 @@ fn main() -> ExitCode {
 /// over repeated 1M-line reloads) and malloc/free cost ~9% of a proxying core.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The admin listener named by the config at `path`.
+fn admin_addr(path: &std::path::Path) -> Result<std::net::SocketAddr, String> {
+    let config = sekisho::config::load(path, &SlotRegistry::default()).map_err(|e| {
+        format!(
+            "{e}\n{}: cannot read admin.listen; give --admin",
+            path.display()
+        )
+    })?;
+    config
+        .admin_listen
+        .ok_or_else(|| format!("{}: admin.listen is off; give --admin", path.display()))
+}
+
+/// `sekisho bans list|export`: from the admin listener (`--admin`), a state file (`--state`),
+/// or the config's `bans.state_file`.
+fn bans_command(
+    config: &std::path::Path,
+    source: &BanSource,
+    export: Option<(&str, Option<usize>, bool)>,
+) -> Result<String, String> {
+    use sekisho::defense::store::{self, BanRecord, Loaded};
+    let now = sekisho::proxy::unix_now();
+    let records: Vec<BanRecord> = if let Some(addr) = source.admin {
+        let (status, body) = sekisho::admin::client::request(addr, "GET", "/admin/bans")?;
+        if status != 200 {
+            return Err(format!("{addr}: {status}: {body}"));
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("{addr}: bad answer: {e}"))?;
+        serde_json::from_value(v["bans"].clone()).map_err(|e| format!("{addr}: bad answer: {e}"))?
+    } else {
+        let path = match &source.state {
+            Some(p) => p.clone(),
+            None => {
+                let c = sekisho::config::load(config, &SlotRegistry::default()).map_err(|e| {
+                    format!(
+                        "{e}\n{}: cannot find bans.state_file; give --state or --admin",
+                        config.display()
+                    )
+                })?;
+                c.defense.state_file.ok_or_else(|| {
+                    format!("{}: bans.state_file is off; give --admin", config.display())
+                })?
+            }
+        };
+        match store::read(&path)? {
+            Loaded::Missing => Vec::new(),
+            Loaded::State(s) => s.bans,
+            Loaded::Corrupt { error, .. } => return Err(error),
+        }
+    };
+    match export {
+        None => {
+            let live: Vec<&BanRecord> = records.iter().filter(|r| r.until > now).collect();
+            serde_json::to_string_pretty(&live)
+                .map(|t| t + "\n")
+                .map_err(|e| e.to_string())
+        }
+        Some((format, max, aggregate)) => {
+            let options = sekisho::defense::export::ExportOptions {
+                max_entries: max,
+                aggregate,
+            };
+            sekisho::defense::export_records(&records, now, format, &options).map(|(_, t)| t)
+        }
+    }
+}

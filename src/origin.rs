@@ -1,6 +1,6 @@
 //! A tiny HTTP/1.1 origin for demos and tests (`sekisho demo-origin`): not part of the proxy.
 //!
-//! `GET /anything` answers `200 ok`; `/status/NNN` answers status NNN; a request body is echoed
+//! `GET /anything` answers `200 ok`; `/status/NNN` (and `/status/NNN/anything`) answers status NNN; a request body is echoed
 //! back. Every response carries `x-origin: sekisho-demo`, and `x-origin-host` / `x-origin-xff`
 //! echo what the origin saw, so tests can check what the proxy forwarded. Requests are counted.
 

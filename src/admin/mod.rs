@@ -9,6 +9,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod client;
+
 use async_trait::async_trait;
 use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -16,10 +18,17 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::parse_duration;
+use crate::defense::export::ExportOptions;
+use crate::defense::store::{self, Clocks};
+use crate::defense::{export_records, key_of_net, Added, ManualBan, Setting};
+use crate::iplist::parse_net;
 use crate::limiter::Clock;
 use crate::metrics::top::{Dimension, MINUTES};
+use crate::proxy::unix_now;
 use crate::proxy::State;
 use crate::reload::Trigger;
+use crate::reload::{announce_switch, would_refuse};
 
 /// The admin app.
 pub struct Admin {
@@ -94,6 +103,14 @@ impl Admin {
                 "evictions": s.limiter.evictions(),
             },
             "decisions": decisions,
+            "defense": {
+                "bans_live": s.defense.bans.live(s.clock.now()),
+                "autoban_policies": snap.config.defense.autoban.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+                "tracked_offenders": s.defense.offenders.len(),
+                "state_file": s.defense.state_file.as_ref().map(|p| p.display().to_string()),
+                "state_error": *s.defense.state_error.lock(),
+                "under_attack": s.defense.attack.describe(),
+            },
         })
     }
 
@@ -149,7 +166,260 @@ impl Admin {
         if evicted > shown {
             m.evictions.inc_by(evicted - shown);
         }
+        let d = &s.defense;
+        m.bans_active.set(d.bans.live(s.clock.now()) as i64);
+        m.offenders_tracked.set(d.offenders.len() as i64);
+        let evicted = d.offenders.evictions();
+        let shown = m.offender_evictions.get();
+        if evicted > shown {
+            m.offender_evictions.inc_by(evicted - shown);
+        }
+        m.under_attack.set(i64::from(d.attack.is_on()));
         m.render()
+    }
+
+    fn clocks(&self) -> Clocks {
+        Clocks {
+            mono: self.state.clock.now(),
+            unix: unix_now(),
+        }
+    }
+
+    /// `GET /admin/bans`.
+    fn bans(&self) -> serde_json::Value {
+        let d = &self.state.defense;
+        let clocks = self.clocks();
+        let records = d.records(&clocks);
+        json!({
+            "now": clocks.unix,
+            "live": records.len(),
+            "max_bans": d.bans.max(),
+            "state_file": d.state_file.as_ref().map(|p| p.display().to_string()),
+            "state_error": *d.state_error.lock(),
+            "tracked_offenders": d.offenders.len(),
+            "bans": records,
+        })
+    }
+
+    /// `POST /admin/bans?net=ADDR|CIDR&ttl=1h&reason=...` and `DELETE /admin/bans?net=...`.
+    async fn ban_by_hand(
+        &self,
+        query: &str,
+        who: &str,
+        add: bool,
+    ) -> (StatusCode, serde_json::Value) {
+        let params = match parse_query(query, &["net", "ip", "ttl", "reason"]) {
+            Ok(p) => p,
+            Err(e) => return (StatusCode::BAD_REQUEST, json!({ "error": e })),
+        };
+        let Some(net) = params.get("net").or(params.get("ip")) else {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({ "error": "give net=ADDRESS or net=CIDR (e.g. net=203.0.113.7 or net=198.51.100.0/24)" }),
+            );
+        };
+        let net = match parse_net(net) {
+            Ok(n) => n.trunc(),
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": format!("net: {e}") }),
+                )
+            }
+        };
+        let snap = self.state.snapshot.load();
+        let v6 = snap.config.client_ip.ipv6_prefix;
+        let d = &self.state.defense;
+        let now = self.state.clock.now();
+        if !add {
+            let removed = d.bans.remove(net, key_of_net(net, v6));
+            tracing::warn!(target: "sekisho::audit", by = who, %net, removed, "ban lifted by hand");
+            self.persist().await;
+            return if removed {
+                (
+                    StatusCode::OK,
+                    json!({ "result": "unbanned", "net": net.to_string() }),
+                )
+            } else {
+                (
+                    StatusCode::NOT_FOUND,
+                    json!({ "result": "not banned", "net": net.to_string() }),
+                )
+            };
+        }
+        let ttl = match params.get("ttl").map(|t| parse_duration(t)) {
+            None => Duration::from_secs(3600),
+            Some(Ok(t)) if !t.is_zero() && t <= Duration::from_secs(365 * 86_400) => t,
+            Some(Ok(_)) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": "ttl: from 1s to 365d" }),
+                )
+            }
+            Some(Err(e)) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": format!("ttl: {e}") }),
+                )
+            }
+        };
+        let reason = params
+            .get("reason")
+            .cloned()
+            .unwrap_or_else(|| format!("by hand from {who}"));
+        let ban = ManualBan { net, ttl, reason };
+        let (added, b) = d.ban_by_hand(&ban, v6, now, unix_now());
+        let clocks = self.clocks();
+        let allow_listed = snap.config.policy.allow.contains(net.network());
+        tracing::warn!(
+            target: "sekisho::audit",
+            by = who,
+            %net,
+            seconds = ttl.as_secs(),
+            reason = %ban.reason,
+            result = ?added,
+            allow_listed,
+            "ban added by hand"
+        );
+        match added {
+            Added::Full => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                json!({ "error": format!("the ban set is full (bans.max_bans = {})", d.bans.max()) }),
+            ),
+            Added::Banned | Added::AlreadyBanned => {
+                if added == Added::Banned {
+                    self.state
+                        .metrics
+                        .bans
+                        .with_label_values(&["manual", "enforce"])
+                        .inc();
+                }
+                self.persist().await;
+                let mut v = json!({
+                    "result": if added == Added::Banned { "banned" } else { "already banned for longer" },
+                    "ban": store::BanRecord::of(&b, &clocks),
+                });
+                if allow_listed {
+                    v["warning"] = json!("this address is on the allow list, which wins over bans");
+                }
+                (StatusCode::OK, v)
+            }
+        }
+    }
+
+    /// Saves the state file now (after a change by hand), off the async threads.
+    async fn persist(&self) {
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::reload::save_bans(&state, true)).await;
+    }
+
+    /// `GET /admin/bans/export?format=plain|nginx|nginx-geo|aws-waf-ipset|json&aggregate=true&max=N`.
+    fn export(&self, query: &str) -> Result<(&'static str, String), String> {
+        let params = parse_query(query, &["format", "aggregate", "max"])?;
+        let format = params.get("format").map_or("plain", |f| f.as_str());
+        let options = ExportOptions {
+            max_entries: match params.get("max") {
+                Some(m) => Some(
+                    m.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("max {m:?}: a number above 0"))?,
+                ),
+                None => None,
+            },
+            aggregate: params
+                .get("aggregate")
+                .is_some_and(|a| matches!(a.as_str(), "true" | "1" | "yes")),
+        };
+        let clocks = self.clocks();
+        export_records(
+            &self.state.defense.records(&clocks),
+            clocks.unix,
+            format,
+            &options,
+        )
+    }
+
+    /// `POST /admin/under-attack?switch=on|off|auto`.
+    async fn switch(&self, query: &str, who: &str) -> (StatusCode, serde_json::Value) {
+        let params = match parse_query(query, &["switch"]) {
+            Ok(p) => p,
+            Err(e) => return (StatusCode::BAD_REQUEST, json!({ "error": e })),
+        };
+        let Some(setting) = params.get("switch").and_then(|s| Setting::parse(s)) else {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({ "error": "give switch=on, switch=off or switch=auto" }),
+            );
+        };
+        let d = &self.state.defense;
+        let changed = d.attack.set(setting, who, unix_now());
+        tracing::warn!(target: "sekisho::audit", by = who, setting = setting.as_str(), on = d.attack.is_on(), "under-attack switch set by hand");
+        if let Some(c) = &changed {
+            announce_switch(&self.state, c);
+        }
+        self.persist().await;
+        (StatusCode::OK, self.under_attack())
+    }
+
+    /// `GET /admin/under-attack`.
+    fn under_attack(&self) -> serde_json::Value {
+        let snap = self.state.snapshot.load();
+        let policy = &snap.config.policy;
+        let mut v = self.state.defense.attack.describe();
+        v["profile_rules"] = json!(policy.rules[policy.profile_from.min(policy.rules.len())..]
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>());
+        v["auto_configured"] = json!(snap.config.defense.auto.is_some());
+        v
+    }
+
+    /// `GET /admin/under-attack/preview?window=5m`.
+    fn preview(&self, query: &str) -> Result<serde_json::Value, String> {
+        let params = parse_query(query, &["window"])?;
+        let window = match params.get("window") {
+            None => Duration::from_secs(300),
+            Some(w) => parse_duration(w)
+                .ok()
+                .filter(|d| !d.is_zero() && *d <= Duration::from_secs(15 * 60))
+                .ok_or_else(|| format!("window {w:?}: from 1s to 15m"))?,
+        };
+        let s = &self.state;
+        let now = s.clock.now();
+        let requests: u64 = prometheus::core::Collector::collect(&s.metrics.requests)
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum();
+        let would = would_refuse(s);
+        let on = s.defense.attack.is_on();
+        let examples: Vec<serde_json::Value> = s
+            .defense
+            .preview
+            .examples()
+            .iter()
+            .map(|e| json!({ "at": e.at_unix, "client_ip": e.ip.to_string(), "path": e.path, "rule": e.rule }))
+            .collect();
+        let counts = s.defense.preview.window(window, now, requests, &would);
+        let covered = counts.as_ref().map(|c| c.0);
+        let (requests, by_rule) = counts.map(|c| (c.1, c.2)).unwrap_or_default();
+        let total: u64 = by_rule.iter().map(|(_, n)| n).sum();
+        Ok(json!({
+            "on": on,
+            "window_seconds": window.as_secs(),
+            "covered_seconds": covered,
+            "requests": requests,
+            "would_refuse": total,
+            "would_refuse_share": if requests > 0 { total as f64 / requests as f64 } else { 0.0 },
+            "by_rule": by_rule.iter().map(|(r, n)| json!({ "rule": r, "would_refuse": n })).collect::<Vec<_>>(),
+            "recent_examples": examples,
+            "note": if on {
+                "the profile is on: its refusals are in sekisho_requests_total, not previewed here"
+            } else {
+                "requests the normal rules passed and the profile would have refused; counted per request (a request counts once, under the first profile rule that would refuse it); the window starts at the oldest 10-second mark inside it"
+            },
+        }))
     }
 
     async fn reload(&self) -> (StatusCode, serde_json::Value) {
@@ -175,6 +445,48 @@ impl Admin {
             ),
         }
     }
+}
+
+/// `a=1&b=x%20y` → map, refusing names not in `known` and decoding `%XX` and `+`.
+fn parse_query(
+    query: &str,
+    known: &[&str],
+) -> Result<std::collections::HashMap<String, String>, String> {
+    let mut out = std::collections::HashMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if !known.contains(&k) {
+            return Err(format!(
+                "unknown parameter {k:?} (use {})",
+                known.join(", ")
+            ));
+        }
+        out.insert(k.to_string(), percent_decode(v)?);
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| format!("bad escape in {s:?}"))?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} is not UTF-8"))
 }
 
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -205,6 +517,10 @@ impl ServeHttp for Admin {
         let req = session.req_header();
         let method = req.method.clone();
         let path = req.uri.path().to_string();
+        let query = req.uri.query().unwrap_or("").to_string();
+        let who = session
+            .client_addr()
+            .map_or_else(|| "admin".to_string(), |a| format!("admin {a}"));
         match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             ("GET", "/readyz") => {
@@ -236,7 +552,25 @@ impl ServeHttp for Admin {
                 let (status, v) = self.reload().await;
                 json_reply(status, &v)
             }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/top" | "/admin/reload") => reply(
+            ("GET", "/admin/bans") => json_reply(StatusCode::OK, &self.bans()),
+            ("POST", "/admin/bans") | ("DELETE", "/admin/bans") => {
+                let (status, v) = self.ban_by_hand(&query, &who, method == http::Method::POST).await;
+                json_reply(status, &v)
+            }
+            ("GET", "/admin/bans/export") => match self.export(&query) {
+                Ok((content_type, text)) => reply(StatusCode::OK, content_type, text.into_bytes()),
+                Err(e) => json_reply(StatusCode::BAD_REQUEST, &json!({ "error": e })),
+            },
+            ("GET", "/admin/under-attack") => json_reply(StatusCode::OK, &self.under_attack()),
+            ("POST", "/admin/under-attack") => {
+                let (status, v) = self.switch(&query, &who).await;
+                json_reply(status, &v)
+            }
+            ("GET", "/admin/under-attack/preview") => match self.preview(&query) {
+                Ok(v) => json_reply(StatusCode::OK, &v),
+                Err(e) => json_reply(StatusCode::BAD_REQUEST, &json!({ "error": e })),
+            },
+            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/top" | "/admin/reload" | "/admin/bans" | "/admin/bans/export" | "/admin/under-attack" | "/admin/under-attack/preview") => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
                 b"method not allowed\n".to_vec(),
@@ -244,7 +578,7 @@ impl ServeHttp for Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found; try /healthz, /readyz, /metrics, /admin/status, /admin/top?by=ip, POST /admin/reload\n"
+                b"not found; try /healthz, /readyz, /metrics, /admin/status, /admin/top?by=ip, POST /admin/reload, /admin/bans, /admin/bans/export?format=plain, /admin/under-attack, /admin/under-attack/preview\n"
                     .to_vec(),
             ),
         }

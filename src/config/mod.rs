@@ -25,6 +25,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 use regex::{Regex, RegexBuilder};
 
+use crate::defense::{AutoSettings, AutobanPolicy, DefenseSettings, StatusSet, Trigger};
 use crate::engine::Country;
 use crate::engine::{
     HostMatch, KeyKind, LimitSpec, Matcher, Policy, Response, Rule, RuleKind, SlotRegistry,
@@ -78,6 +79,8 @@ pub struct Config {
     pub decision_log: Option<DecisionLogSettings>,
     /// `metrics.countries`: countries broken out in `sekisho_country_requests_total`.
     pub metric_countries: Vec<Country>,
+    /// `bans:`, `autoban:` and `under_attack.auto`.
+    pub defense: DefenseSettings,
 }
 
 /// `decision_log:`.
@@ -528,7 +531,17 @@ impl Validator<'_> {
                 ),
             }
         }
-        let rules = self.rules(&raw.rules, slots);
+        let mut names = std::collections::HashMap::new();
+        let mut rules = self.rules(&raw.rules, slots, "rules", &mut names);
+        let profile_from = rules.len();
+        let under_attack = raw.under_attack.as_ref();
+        rules.extend(self.rules(
+            under_attack.map_or(&[][..], |u| &u.rules[..]),
+            slots,
+            "under_attack.rules",
+            &mut names,
+        ));
+        let defense = self.defense(&raw);
         let uses_country = rules.iter().any(|r| {
             r.matcher.uses_country()
                 || matches!(&r.kind, RuleKind::Limit(l) if l.key == KeyKind::Country)
@@ -583,10 +596,231 @@ impl Validator<'_> {
                 rules,
                 ipv6_prefix: client_ip.ipv6_prefix,
                 uses_country,
+                profile_from,
             },
+            defense,
             client_ip,
             list_files: std::mem::take(&mut self.list_files),
         }
+    }
+
+    /// `bans:`, `autoban:` and `under_attack.auto`.
+    fn defense(&mut self, raw: &RawConfig) -> DefenseSettings {
+        let mut out = DefenseSettings::default();
+        let b = raw.bans.as_ref();
+        out.state_file = match b.and_then(|b| b.state_file.as_ref()) {
+            Some(f) if f.value.trim() == "off" => None,
+            Some(f) if f.value.trim().is_empty() => {
+                self.err(f, "bans.state_file", "give a file name, or off");
+                None
+            }
+            Some(f) => Some(self.dir.join(f.value.trim())),
+            // systemd's StateDirectory= sets $STATE_DIRECTORY; otherwise beside the config.
+            None => Some(
+                std::env::var_os("STATE_DIRECTORY")
+                    .and_then(|d| std::env::split_paths(&d).next())
+                    .unwrap_or_else(|| self.dir.clone())
+                    .join("sekisho-bans.json"),
+            ),
+        };
+        for (field, v, default) in [
+            (
+                "bans.max_bans",
+                b.and_then(|b| b.max_bans.as_ref()),
+                crate::defense::DEFAULT_MAX_BANS,
+            ),
+            (
+                "bans.max_tracked_offenders",
+                b.and_then(|b| b.max_tracked_offenders.as_ref()),
+                crate::defense::DEFAULT_MAX_OFFENDERS,
+            ),
+        ] {
+            let n = match v {
+                Some(m) if m.value == 0 => {
+                    self.err(m, field, "must be at least 1");
+                    default
+                }
+                Some(m) => m.value,
+                None => default,
+            };
+            if field == "bans.max_bans" {
+                out.max_bans = n;
+            } else {
+                out.max_tracked_offenders = n;
+            }
+        }
+        let mut names: std::collections::HashMap<&str, usize> = Default::default();
+        for (i, p) in raw.autoban.iter().enumerate() {
+            let at = format!("autoban[{i}]");
+            let name = p.name.value.trim();
+            if name.is_empty() {
+                self.err(&p.name, format!("{at}.name"), "a policy needs a name");
+            } else if let Some(prev) = names.insert(name, i) {
+                self.err(
+                    &p.name,
+                    format!("{at}.name"),
+                    format!("duplicate autoban name {name:?} (also autoban[{prev}])"),
+                );
+            }
+            let limited = match p.kind.as_ref().map(|k| k.value.trim()) {
+                None | Some("status") => false,
+                Some("limited") => true,
+                Some(other) => {
+                    if let Some(k) = &p.kind {
+                        self.err(
+                            k,
+                            format!("{at}.kind"),
+                            format!("{other:?}: use status (responses with a status in `statuses`) or limited (rate-limit refusals)"),
+                        );
+                    }
+                    false
+                }
+            };
+            let trigger = if limited {
+                for (key, given) in [
+                    (
+                        "statuses",
+                        p.statuses
+                            .first()
+                            .map(|s| (s.referenced.line(), s.referenced.column())),
+                    ),
+                    (
+                        "distinct_paths",
+                        p.distinct_paths
+                            .as_ref()
+                            .map(|s| (s.referenced.line(), s.referenced.column())),
+                    ),
+                ] {
+                    if let Some((line, column)) = given {
+                        self.errors.push(ConfigError {
+                            file: self.file.clone(),
+                            line,
+                            column,
+                            field: format!("{at}.{key}"),
+                            message: "only for kind: status".into(),
+                        });
+                    }
+                }
+                Trigger::Limited
+            } else if p.statuses.is_empty() {
+                Trigger::Status(StatusSet::probing())
+            } else {
+                for (j, st) in p.statuses.iter().enumerate() {
+                    if !(100..=599).contains(&st.value) {
+                        self.err(
+                            st,
+                            format!("{at}.statuses[{j}]"),
+                            format!("{} is not an HTTP status (100 to 599)", st.value),
+                        );
+                    }
+                }
+                Trigger::Status(p.statuses.iter().map(|s| s.value).collect())
+            };
+            let more_than = p
+                .more_than
+                .as_ref()
+                .map_or(if limited { 10 } else { 20 }, |m| m.value);
+            let distinct_paths = match &p.distinct_paths {
+                Some(d) if d.value > 64 => {
+                    self.err(
+                        d,
+                        format!("{at}.distinct_paths"),
+                        "at most 64 (distinct paths are estimated from a 128-bit sketch)",
+                    );
+                    64
+                }
+                Some(d) => d.value.max(1),
+                None if limited => 1,
+                None => 10.min(more_than.saturating_add(1)).max(1),
+            };
+            let day = Duration::from_secs(86_400);
+            let window = self.duration_in(
+                p.window.as_ref(),
+                &format!("{at}.window"),
+                Duration::from_secs(60),
+                Duration::from_secs(1),
+                day,
+            );
+            let ban = self.duration_in(
+                p.ban.as_ref(),
+                &format!("{at}.ban"),
+                Duration::from_secs(600),
+                Duration::from_secs(1),
+                365 * day,
+            );
+            let max_ban = self.duration_in(
+                p.max_ban.as_ref(),
+                &format!("{at}.max_ban"),
+                day.max(ban),
+                Duration::from_secs(1),
+                365 * day,
+            );
+            if max_ban < ban {
+                if let Some(m) = &p.max_ban {
+                    self.err(
+                        m,
+                        format!("{at}.max_ban"),
+                        format!(
+                            "{:?} is shorter than ban ({})",
+                            m.value,
+                            humantime::format_duration(ban)
+                        ),
+                    );
+                }
+            }
+            out.autoban.push(AutobanPolicy {
+                name: name.to_string(),
+                trigger,
+                more_than,
+                distinct_paths,
+                window,
+                ban,
+                max_ban: max_ban.max(ban),
+                mode: p.mode.unwrap_or_default(),
+            });
+        }
+        if let Some(a) = raw.under_attack.as_ref().and_then(|u| u.auto.as_ref()) {
+            let v = &a.value;
+            if v.requests_per_second.is_none()
+                && v.refused_per_second.is_none()
+                && v.upstream_5xx_per_second.is_none()
+            {
+                self.err(
+                    a,
+                    "under_attack.auto",
+                    "give at least one of requests_per_second, refused_per_second, upstream_5xx_per_second",
+                );
+            }
+            for (key, t) in [
+                ("requests_per_second", &v.requests_per_second),
+                ("refused_per_second", &v.refused_per_second),
+                ("upstream_5xx_per_second", &v.upstream_5xx_per_second),
+            ] {
+                if let Some(t) = t.as_ref().filter(|t| t.value == 0) {
+                    self.err(t, format!("under_attack.auto.{key}"), "must be at least 1");
+                }
+            }
+            out.auto = Some(AutoSettings {
+                requests_per_second: v.requests_per_second.as_ref().map(|t| t.value),
+                refused_per_second: v.refused_per_second.as_ref().map(|t| t.value),
+                upstream_5xx_per_second: v.upstream_5xx_per_second.as_ref().map(|t| t.value),
+                trip_after: self.duration_in(
+                    v.trip_after.as_ref(),
+                    "under_attack.auto.for",
+                    Duration::from_secs(30),
+                    Duration::from_secs(1),
+                    Duration::from_secs(3600),
+                ),
+                quiet: self.duration_in(
+                    v.quiet.as_ref(),
+                    "under_attack.auto.quiet",
+                    Duration::from_secs(300),
+                    Duration::from_secs(1),
+                    Duration::from_secs(86_400),
+                ),
+            });
+        }
+        out
     }
 
     fn geo(&mut self, raw: Option<&raw::RawGeo>) -> GeoSettings {
@@ -723,29 +957,36 @@ impl Validator<'_> {
         set
     }
 
-    fn rules(&mut self, raw: &[RawRule], slots: &SlotRegistry) -> Vec<Rule> {
+    /// Rules under `field` (`rules` or `under_attack.rules`); names are unique across both
+    /// lists (`seen`: name → where it was first given).
+    fn rules(
+        &mut self,
+        raw: &[RawRule],
+        slots: &SlotRegistry,
+        field: &str,
+        seen: &mut std::collections::HashMap<String, String>,
+    ) -> Vec<Rule> {
         let mut rules = Vec::with_capacity(raw.len());
-        let mut seen: std::collections::HashMap<&str, usize> = Default::default();
-        if raw.len() > usize::from(u16::MAX) {
+        if raw.len() + seen.len() > usize::from(u16::MAX) {
             self.errors.push(ConfigError {
                 file: self.file.clone(),
                 line: 0,
                 column: 0,
-                field: "rules".into(),
-                message: format!("at most {} rules", u16::MAX),
+                field: field.into(),
+                message: format!("at most {} rules in all", u16::MAX),
             });
             return rules;
         }
         for (i, r) in raw.iter().enumerate() {
-            let at = format!("rules[{i}]");
+            let at = format!("{field}[{i}]");
             let name = r.name.value.trim();
             if name.is_empty() {
                 self.err(&r.name, format!("{at}.name"), "a rule needs a name");
-            } else if let Some(prev) = seen.insert(name, i) {
+            } else if let Some(prev) = seen.insert(name.to_string(), at.clone()) {
                 self.err(
                     &r.name,
                     format!("{at}.name"),
-                    format!("duplicate rule name {name:?} (also rules[{prev}])"),
+                    format!("duplicate rule name {name:?} (also {prev})"),
                 );
             }
             let matcher = self.matcher(r.matcher.as_ref(), &at);

@@ -28,6 +28,52 @@ pub struct RawConfig {
     pub reload: Option<RawReload>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+    pub bans: Option<RawBans>,
+    #[serde(default)]
+    pub autoban: Vec<RawAutoban>,
+    pub under_attack: Option<RawUnderAttack>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBans {
+    pub state_file: Option<S<String>>,
+    pub max_bans: Option<S<usize>>,
+    pub max_tracked_offenders: Option<S<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoban {
+    pub name: S<String>,
+    pub kind: Option<S<String>>,
+    #[serde(default)]
+    pub statuses: Vec<S<u16>>,
+    pub more_than: Option<S<u32>>,
+    pub distinct_paths: Option<S<u32>>,
+    pub window: Option<S<String>>,
+    pub ban: Option<S<String>>,
+    pub max_ban: Option<S<String>>,
+    pub mode: Option<Mode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnderAttack {
+    pub auto: Option<S<RawAuto>>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuto {
+    pub requests_per_second: Option<S<u64>>,
+    pub refused_per_second: Option<S<u64>>,
+    pub upstream_5xx_per_second: Option<S<u64>>,
+    #[serde(rename = "for")]
+    pub trip_after: Option<S<String>>,
+    pub quiet: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

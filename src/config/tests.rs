@@ -310,3 +310,104 @@ fn geo_settings_are_checked() {
     let e = errors("upstreams: [\"127.0.0.1:8000\"]\nrules:\n  - name: a\n    match: { country_not: [JP] }\n    action: deny\n");
     assert_exactly(&e, &["t.yaml:4:28: rules[0].match.country_not: country rules need geo.database or geo.header"]);
 }
+
+#[test]
+fn defense_sections_parse_with_defaults() {
+    let c = parse_str(
+        r#"
+upstreams: ["127.0.0.1:8000"]
+bans: { state_file: state/bans.json, max_bans: 5000 }
+autoban:
+  - name: probers
+  - name: limit-trippers
+    kind: limited
+    more_than: 30
+    window: 2m
+    ban: 15m
+    max_ban: 6h
+    mode: count
+under_attack:
+  auto: { refused_per_second: 200, for: 10s }
+  rules:
+    - name: foreign
+      match: { path_prefix: /search }
+      action: deny
+rules:
+  - name: login
+    match: { path: /login }
+    limit: { rate: 5/min, burst: 10 }
+"#,
+    )
+    .unwrap();
+    let d = &c.defense;
+    assert_eq!(d.state_file.as_deref(), Some(Path::new("state/bans.json")));
+    assert_eq!(d.max_bans, 5000);
+    assert_eq!(
+        d.max_tracked_offenders,
+        crate::defense::DEFAULT_MAX_OFFENDERS
+    );
+    let p = &d.autoban[0];
+    assert_eq!(p.trigger, Trigger::Status(StatusSet::probing()));
+    assert_eq!((p.more_than, p.distinct_paths), (20, 10));
+    assert_eq!(
+        (p.window, p.ban),
+        (Duration::from_secs(60), Duration::from_secs(600))
+    );
+    assert_eq!(p.max_ban, Duration::from_secs(86_400));
+    assert_eq!(p.mode, Mode::Enforce);
+    let l = &d.autoban[1];
+    assert_eq!(l.trigger, Trigger::Limited);
+    assert_eq!((l.more_than, l.distinct_paths), (30, 1));
+    assert_eq!(l.max_ban, Duration::from_secs(6 * 3600));
+    assert_eq!(l.mode, Mode::Count);
+    let auto = d.auto.as_ref().unwrap();
+    assert_eq!(auto.refused_per_second, Some(200));
+    assert_eq!(auto.trip_after, Duration::from_secs(10));
+    assert_eq!(auto.quiet, Duration::from_secs(300));
+    // the profile follows the normal rules
+    assert_eq!(c.policy.profile_from, 1);
+    assert_eq!(c.policy.rules[1].name, "foreign");
+}
+
+#[test]
+fn defense_errors_name_their_field() {
+    let errors = errors(
+        r#"
+upstreams: ["127.0.0.1:8000"]
+bans: { max_bans: 0 }
+autoban:
+  - name: a
+    kind: statuz
+  - name: a
+    statuses: [404, 99]
+    distinct_paths: 100
+  - name: c
+    kind: limited
+    distinct_paths: 3
+    ban: 1h
+    max_ban: 10m
+under_attack:
+  auto: { for: 10s }
+  rules:
+    - name: login
+      action: deny
+rules:
+  - name: login
+    action: deny
+"#,
+    );
+    assert_exactly(
+        &errors,
+        &[
+            "t.yaml:3:19: bans.max_bans: must be at least 1",
+            "t.yaml:6:11: autoban[0].kind: \"statuz\"",
+            "t.yaml:7:11: autoban[1].name: duplicate autoban name \"a\" (also autoban[0])",
+            "t.yaml:8:21: autoban[1].statuses[1]: 99 is not an HTTP status",
+            "t.yaml:9:21: autoban[1].distinct_paths: at most 64",
+            "t.yaml:12:21: autoban[2].distinct_paths: only for kind: status",
+            "t.yaml:14:14: autoban[2].max_ban: \"10m\" is shorter than ban (1h)",
+            "t.yaml:16:9: under_attack.auto: give at least one of",
+            "t.yaml:18:13: under_attack.rules[0].name: duplicate rule name \"login\" (also rules[0])",
+        ],
+    );
+}

@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 pub use crate::config::Mode;
+use crate::defense::BanSet;
 use crate::iplist::IpSet;
 use crate::limiter::{BucketKey, Limiter, Nanos, Predecessor, Quota};
 pub use path::normalize_path;
@@ -78,7 +79,9 @@ pub enum RuleRef {
     AllowList,
     /// The deny list.
     DenyList,
-    /// `rules[i]`.
+    /// The ban set (autoban or by hand).
+    Ban,
+    /// `rules[i]` (the `under_attack.rules` profile follows the normal rules).
     Rule(u16),
 }
 
@@ -134,28 +137,83 @@ pub struct Policy {
     pub ipv6_prefix: u8,
     /// Whether some rule matches or keys on the country (the proxy looks it up only then).
     pub uses_country: bool,
+    /// `rules[profile_from..]` are the `under_attack` profile: enforced while the switch is
+    /// on, evaluated in shadow (previewed) while it is off.
+    pub profile_from: usize,
+}
+
+/// The mutable state a decision reads besides the policy.
+#[derive(Clone, Copy)]
+pub struct Live<'a> {
+    /// Token buckets.
+    pub limiter: &'a Limiter,
+    /// Bans, checked before any rule; `None`: no ban set.
+    pub bans: Option<&'a BanSet>,
+    /// Whether the under-attack profile is enforced.
+    pub under_attack: bool,
+}
+
+/// A [`Decision`], and the profile rule that would have refused the request had the
+/// under-attack switch been on (only while it is off and the request passed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// What is done.
+    pub decision: Decision,
+    /// What the under-attack profile would have done.
+    pub preview: Option<RuleRef>,
 }
 
 impl Policy {
-    /// Judges one request at `now`, taking tokens from `limiter`.
+    /// Judges one request at `now`, taking tokens from `limiter`, with no bans and the
+    /// under-attack switch off.
     pub fn decide(&self, facts: &Facts<'_>, limiter: &Limiter, now: Nanos) -> Decision {
+        let live = Live {
+            limiter,
+            bans: None,
+            under_attack: false,
+        };
+        self.judge(facts, &live, now).decision
+    }
+
+    /// Judges one request at `now`: the allow list, then bans, the deny list, the rules in file
+    /// order and, after them, the under-attack profile (enforced or previewed).
+    pub fn judge(&self, facts: &Facts<'_>, live: &Live<'_>, now: Nanos) -> Verdict {
+        let verdict = |decision| Verdict {
+            decision,
+            preview: None,
+        };
         if self.allow.contains(facts.ip) {
-            return Decision::AllowListed;
+            return verdict(Decision::AllowListed);
         }
         let mut counted = None;
+        if let Some(bans) = live.bans {
+            match bans.check(facts.ip, ip_key(facts.ip, self.ipv6_prefix), now) {
+                Some(Mode::Enforce) => return verdict(Decision::Deny { rule: RuleRef::Ban }),
+                Some(Mode::Count) => counted = Some(RuleRef::Ban),
+                None => {}
+            }
+        }
         if self.deny.contains(facts.ip) {
             match self.deny_mode {
                 Mode::Enforce => {
-                    return Decision::Deny {
+                    return verdict(Decision::Deny {
                         rule: RuleRef::DenyList,
-                    }
+                    })
                 }
-                Mode::Count => counted = Some(RuleRef::DenyList),
+                Mode::Count => {
+                    counted.get_or_insert(RuleRef::DenyList);
+                }
             }
         }
+        let limiter = live.limiter;
+        let mut preview = None;
         // Buckets a token was taken from, to give back if a later rule refuses.
         let mut taken: SmallVec<[(BucketKey, Quota); 8]> = SmallVec::new();
         for (i, rule) in self.rules.iter().enumerate() {
+            let shadow = i >= self.profile_from && !live.under_attack;
+            if shadow && preview.is_some() {
+                break; // the preview names the first profile rule that would refuse
+            }
             if !rule.matcher.matches(facts) {
                 continue;
             }
@@ -178,11 +236,12 @@ impl Policy {
             };
             if let Some(refusal) = refusal {
                 match rule.mode {
+                    _ if shadow => preview = Some(this),
                     Mode::Enforce => {
                         for (key, quota) in &taken {
                             limiter.refund(*key, quota);
                         }
-                        return refusal;
+                        return verdict(refusal);
                     }
                     Mode::Count => {
                         counted.get_or_insert(this);
@@ -190,9 +249,12 @@ impl Policy {
                 }
             }
         }
-        match counted {
-            Some(rule) => Decision::Count { rule },
-            None => Decision::Allow,
+        Verdict {
+            decision: match counted {
+                Some(rule) => Decision::Count { rule },
+                None => Decision::Allow,
+            },
+            preview,
         }
     }
 
@@ -225,6 +287,7 @@ impl Policy {
         match r {
             RuleRef::AllowList => "allow-list",
             RuleRef::DenyList => "deny-list",
+            RuleRef::Ban => "ban",
             RuleRef::Rule(_) => self.rule(r).map(|r| r.name.as_str()).unwrap_or("?"),
         }
     }

@@ -375,3 +375,115 @@ proptest! {
         }
     }
 }
+
+fn ban(net: &str, until: u64, mode: Mode) -> crate::defense::Ban {
+    crate::defense::Ban {
+        net: net.parse().unwrap(),
+        since_unix: 0,
+        until,
+        forget_at: until + 3600 * SEC,
+        strikes: 1,
+        mode,
+        source: crate::defense::Source::Manual,
+        reason: String::new(),
+    }
+}
+
+#[test]
+fn bans_come_after_the_allow_list_and_before_everything_else() {
+    use crate::defense::{key_of_net, BanSet};
+    let (p, l) = policy(
+        "lists:\n  allow: { cidrs: [10.0.0.1] }\nrules:\n  - name: all\n    limit: { rate: 1/min, burst: 100 }\n",
+    );
+    let bans = BanSet::new(100);
+    for (net, mode) in [
+        ("10.0.0.1/32", Mode::Enforce),
+        ("10.0.0.2/32", Mode::Enforce),
+        ("10.0.0.3/32", Mode::Count),
+        ("2001:db8:1:2::/64", Mode::Enforce),
+        ("192.0.2.0/24", Mode::Enforce),
+    ] {
+        let n = net.parse().unwrap();
+        bans.add(key_of_net(n, 64), ban(net, 60 * SEC, mode), 0);
+    }
+    let live = Live {
+        limiter: &l,
+        bans: Some(&bans),
+        under_attack: false,
+    };
+    let judge = |ip: &str, now: u64| p.judge(&req(ip, "GET", "/"), &live, now).decision;
+    let banned = Decision::Deny { rule: RuleRef::Ban };
+    assert_eq!(
+        judge("10.0.0.1", 0),
+        Decision::AllowListed,
+        "the allow list wins"
+    );
+    assert_eq!(judge("10.0.0.2", 0), banned);
+    assert!(l.is_empty(), "a banned request takes no token");
+    assert_eq!(judge("10.0.0.3", 0), Decision::Count { rule: RuleRef::Ban });
+    // an IPv6 client is banned by its /64
+    assert_eq!(judge("2001:db8:1:2::99", 0), banned);
+    assert_eq!(judge("2001:db8:1:3::1", 0), Decision::Allow);
+    // a CIDR ban by hand
+    assert_eq!(judge("192.0.2.77", 0), banned);
+    assert_eq!(judge("192.0.3.1", 0), Decision::Allow);
+    // bans end at their time, with no sweep needed
+    assert_eq!(judge("10.0.0.2", 60 * SEC), Decision::Allow);
+    assert_eq!(judge("192.0.2.77", 60 * SEC), Decision::Allow);
+    assert_eq!(bans.live(60 * SEC), 0);
+    // history stays until forgotten, then the sweep drops it
+    assert_eq!(bans.sweep(60 * SEC), 1, "the CIDR ban has no history");
+    assert_eq!(bans.sweep(3661 * SEC), 4);
+}
+
+#[test]
+fn the_profile_is_previewed_while_off_and_enforced_while_on() {
+    let (p, l) = policy(
+        "rules:\n  - name: wp\n    match: { path_prefix: /wp-admin }\n    action: deny\nunder_attack:\n  rules:\n    - name: search-closed\n      match: { path_prefix: /search }\n      action: deny\n    - name: tight\n      limit: { rate: 1/h, burst: 2 }\n",
+    );
+    assert_eq!(p.profile_from, 1);
+    let judge = |path: &str, on: bool| {
+        let live = Live {
+            limiter: &l,
+            bans: None,
+            under_attack: on,
+        };
+        p.judge(&req("192.0.2.1", "GET", path), &live, 0)
+    };
+    let search = RuleRef::Rule(1);
+    let tight = RuleRef::Rule(2);
+    // off: passes, and the preview names the first profile rule that would refuse
+    assert_eq!(
+        judge("/search", false),
+        Verdict {
+            decision: Decision::Allow,
+            preview: Some(search)
+        }
+    );
+    // the profile's buckets are kept warm while off: the tight limit admits its burst of 2,
+    // then previews a refusal
+    assert_eq!(judge("/", false).preview, None);
+    assert_eq!(judge("/", false).preview, None);
+    assert_eq!(judge("/", false).preview, Some(tight));
+    // a normal rule's refusal is the answer, not a preview
+    assert_eq!(
+        judge("/wp-admin", false),
+        Verdict {
+            decision: Decision::Deny {
+                rule: RuleRef::Rule(0)
+            },
+            preview: None
+        }
+    );
+    // on: enforced, from the next request
+    assert_eq!(
+        judge("/search", true).decision,
+        Decision::Deny { rule: search }
+    );
+    assert!(judge("/", true).decision.is_refused_by_limit());
+    // decide() is judge() with the switch off and no bans
+    assert_eq!(
+        p.decide(&req("192.0.2.9", "GET", "/search"), &l, 0),
+        Decision::Allow
+    );
+}

@@ -54,6 +54,22 @@ pub struct Metrics {
     pub log_suppressed: IntCounter,
     /// `sekisho_country_requests_total{country, result}`, for the countries the operator lists.
     pub country_requests: IntCounterVec,
+    /// `sekisho_bans_total{policy, mode}`: bans added (`policy="manual"` by hand).
+    pub bans: IntCounterVec,
+    /// `sekisho_bans_active` (set at scrape).
+    pub bans_active: IntGauge,
+    /// `sekisho_autoban_tracked_offenders` (set at scrape).
+    pub offenders_tracked: IntGauge,
+    /// `sekisho_autoban_offender_evictions_total` (brought up to date at scrape).
+    pub offender_evictions: IntCounter,
+    /// `sekisho_ban_state_saves_total{result}`.
+    pub state_saves: IntCounterVec,
+    /// `sekisho_under_attack`: 1 while the profile is enforced.
+    pub under_attack: IntGauge,
+    /// `sekisho_under_attack_switches_total{to}`.
+    pub under_attack_switches: IntCounterVec,
+    /// `sekisho_under_attack_would_refuse_total{rule}`: profile refusals previewed while off.
+    pub would_refuse: IntCounterVec,
 }
 
 /// The series a snapshot increments, resolved once from its policy.
@@ -76,6 +92,14 @@ pub struct PolicySeries {
     pub countries: Vec<(Country, [IntCounter; 2])>,
     /// (passed, refused) for countries not listed; `None` when no country is listed.
     pub other_country: Option<[IntCounter; 2]>,
+    /// Refused by a ban.
+    pub ban: IntCounter,
+    /// Passed, but a count-mode ban covers the client.
+    pub ban_count: IntCounter,
+    /// `sekisho_local_responses_total` for a ban's 403.
+    pub ban_local: IntCounter,
+    /// Per profile rule (`rules[profile_from..]`): `sekisho_under_attack_would_refuse_total`.
+    pub would_refuse: Vec<IntCounter>,
 }
 
 impl PolicySeries {
@@ -196,6 +220,30 @@ impl Metrics {
         );
         let upstream_classes =
             ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| upstream_responses.with_label_values(&[c]));
+        let bans = counter_vec(
+            &r,
+            "sekisho_bans_total",
+            "Bans added, by autoban policy (\"manual\" for bans by hand) and mode.",
+            &["policy", "mode"],
+        );
+        let state_saves = counter_vec(
+            &r,
+            "sekisho_ban_state_saves_total",
+            "Writes of the ban state file, by result (ok, error).",
+            &["result"],
+        );
+        let under_attack_switches = counter_vec(
+            &r,
+            "sekisho_under_attack_switches_total",
+            "Times the under-attack profile was switched, by new state (on, off).",
+            &["to"],
+        );
+        let would_refuse = counter_vec(
+            &r,
+            "sekisho_under_attack_would_refuse_total",
+            "Requests the under-attack profile would have refused while it was off, by profile rule.",
+            &["rule"],
+        );
         Self {
             requests,
             local_responses,
@@ -235,6 +283,30 @@ impl Metrics {
             log_dropped,
             log_suppressed,
             country_requests,
+            bans_active: gauge(
+                &r,
+                "sekisho_bans_active",
+                "Bans in force (autoban and by hand, both modes).",
+            ),
+            offenders_tracked: gauge(
+                &r,
+                "sekisho_autoban_tracked_offenders",
+                "Clients with events counted by an autoban policy now.",
+            ),
+            offender_evictions: counter(
+                &r,
+                "sekisho_autoban_offender_evictions_total",
+                "Autoban counts dropped with their window still open, to stay within bans.max_tracked_offenders.",
+            ),
+            under_attack: gauge(
+                &r,
+                "sekisho_under_attack",
+                "1 while the under-attack profile is enforced, else 0.",
+            ),
+            bans,
+            state_saves,
+            under_attack_switches,
+            would_refuse,
             registry: r,
         }
     }
@@ -278,6 +350,13 @@ impl Metrics {
             ]),
             countries: countries.iter().map(|c| (*c, pair(c.as_str()))).collect(),
             other_country: (!countries.is_empty()).then(|| pair("other")),
+            ban: series("deny", "ban", Mode::Enforce),
+            ban_count: series("deny", "ban", Mode::Count),
+            ban_local: self.local_response(403),
+            would_refuse: policy.rules[policy.profile_from.min(policy.rules.len())..]
+                .iter()
+                .map(|r| self.would_refuse.with_label_values(&[r.name.as_str()]))
+                .collect(),
         }
     }
 
@@ -285,6 +364,11 @@ impl Metrics {
     pub fn upstream_response(&self, status: u16) {
         let i = usize::from((status / 100).clamp(1, 5) - 1);
         self.upstream_classes[i].inc();
+    }
+
+    /// Upstream responses of status class `class` (1 to 5) so far.
+    pub fn upstream_class(&self, class: usize) -> u64 {
+        self.upstream_classes[class.clamp(1, 5) - 1].get()
     }
 
     fn local_response(&self, status: u16) -> IntCounter {

@@ -18,7 +18,10 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 
 use crate::config::{Config, ListCache};
-use crate::engine::{normalize_path, Country, Decision, Facts, RuleRef, SlotRegistry};
+use crate::defense::attack::Example;
+use crate::defense::store::Clocks;
+use crate::defense::{Defense, Trigger};
+use crate::engine::{normalize_path, Country, Decision, Facts, Live, RuleRef, SlotRegistry};
 use crate::limiter::{Clock, Limiter, MonotonicClock};
 use crate::metrics::decision_log::{now_rfc3339, DecisionLog, Entry};
 use crate::metrics::top::{ip_bytes, TopTalkers};
@@ -77,6 +80,7 @@ impl Snapshot {
             RuleRef::Rule(i) => self.series.rules.get(usize::from(i)),
             RuleRef::DenyList => Some(&self.series.deny_list),
             RuleRef::AllowList => Some(&self.series.allow_listed),
+            RuleRef::Ban => Some(&self.series.ban),
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct State {
     pub reloads: ReloadStats,
     /// Set by a SIGHUP that arrived before the reload task listened.
     pub early_hup: Mutex<Option<Arc<std::sync::atomic::AtomicBool>>>,
+    /// Bans, autoban counts and the under-attack switch.
+    pub defense: Defense,
 }
 
 /// What the reload counters (`sekisho_reloads_total`, the last-success gauge) do not hold.
@@ -131,11 +137,22 @@ impl State {
         slots.commit(&config.policy);
         let metrics = Metrics::new();
         metrics.last_reload_success.set(unix_now() as i64);
+        let clock = MonotonicClock::new();
+        let defense = Defense::start(
+            &config.defense,
+            config.client_ip.ipv6_prefix,
+            Clocks {
+                mono: clock.now(),
+                unix: unix_now(),
+            },
+        );
+        metrics.under_attack.set(i64::from(defense.attack.is_on()));
         Self {
+            defense,
             snapshot: ArcSwap::from_pointee(Snapshot::new(config, 1, &metrics)),
             limiter,
             slots,
-            clock: MonotonicClock::new(),
+            clock,
             metrics,
             decision_log: None,
             allowed_seen: AtomicU64::new(0),
@@ -226,8 +243,31 @@ impl ProxyHttp for Sekisho {
             headers: Some(&req.headers),
         };
         let now = self.state.clock.now();
-        let decision = policy.decide(&facts, &self.state.limiter, now);
+        let defense = &self.state.defense;
+        let live = Live {
+            limiter: &self.state.limiter,
+            bans: Some(&defense.bans),
+            under_attack: defense.attack.is_on(),
+        };
+        let verdict = policy.judge(&facts, &live, now);
+        let decision = verdict.decision;
         ctx.decided = Some((decision, ip, country));
+        if let Some(RuleRef::Rule(i)) = verdict.preview {
+            let i = usize::from(i);
+            if let Some(c) = snap.series.would_refuse.get(i - policy.profile_from.min(i)) {
+                c.inc();
+            }
+            defense.preview.example(|| Example {
+                at_unix: unix_now(),
+                ip,
+                path: facts.path.to_string(),
+                rule: policy
+                    .rules
+                    .get(i)
+                    .map(|r| r.name.clone())
+                    .unwrap_or_default(),
+            });
+        }
         snap.series.count_country(country, !decision.passes());
         let (ip_key, ip_len) = ip_bytes(ip, policy.ipv6_prefix);
         self.state.top.record(
@@ -250,7 +290,11 @@ impl ProxyHttp for Sekisho {
                 return Ok(false);
             }
             Decision::Count { rule } => {
-                if let Some(s) = snap.series_of(rule) {
+                let series = match rule {
+                    RuleRef::Ban => Some(&snap.series.ban_count),
+                    r => snap.series_of(r),
+                };
+                if let Some(s) = series {
                     s.inc();
                 }
                 tracing::debug!(%ip, rule = policy.name_of(rule), path = facts.path, "count: would have refused");
@@ -264,6 +308,7 @@ impl ProxyHttp for Sekisho {
         }
         let local = match rule {
             RuleRef::Rule(i) => snap.series.local.get(usize::from(i)),
+            RuleRef::Ban => Some(&snap.series.ban_local),
             _ => Some(&snap.series.deny_list_local),
         };
         if let Some(l) = local {
@@ -321,6 +366,7 @@ impl ProxyHttp for Sekisho {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         self.log_decision(session, ctx);
+        self.observe(session, ctx);
         let Some(since) = ctx.upstream_since else {
             return; // answered by sekisho itself, counted when it was written
         };
@@ -350,6 +396,52 @@ impl ProxyHttp for Sekisho {
 }
 
 impl Sekisho {
+    /// Feeds the autoban policies what this request got: its status, or its rate-limit
+    /// refusal. Allow-listed clients, and requests refused by a list or a ban, are not counted.
+    fn observe(&self, session: &Session, ctx: &Ctx) {
+        let policies = &ctx.snapshot.config.defense.autoban;
+        let Some((decision, ip, _)) = ctx.decided else {
+            return;
+        };
+        if policies.is_empty()
+            || matches!(
+                decision,
+                Decision::AllowListed
+                    | Decision::Deny {
+                        rule: RuleRef::DenyList | RuleRef::Ban
+                    }
+            )
+        {
+            return;
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let limited = matches!(decision, Decision::Limit { .. });
+        for p in policies {
+            let counts = match p.trigger {
+                Trigger::Limited => limited,
+                Trigger::Status(_) => p.counts_status(status),
+            };
+            if !counts {
+                continue;
+            }
+            let v6 = ctx.snapshot.config.client_ip.ipv6_prefix;
+            let path = session.req_header().uri.path().as_bytes();
+            let now = self.state.clock.now();
+            if let Some(ban) = self.state.defense.observe(p, ip, v6, path, now, unix_now()) {
+                let mode = if ban.mode == crate::config::Mode::Count {
+                    "count"
+                } else {
+                    "enforce"
+                };
+                self.state
+                    .metrics
+                    .bans
+                    .with_label_values(&[p.name.as_str(), mode])
+                    .inc();
+            }
+        }
+    }
+
     /// Writes the decision log line of a finished request, if it is one to log.
     fn log_decision(&self, session: &Session, ctx: &Ctx) {
         let (Some(log), Some((decision, ip, country))) = (&self.state.decision_log, ctx.decided)

@@ -26,8 +26,10 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, ConfigErrors};
+use crate::defense::attack::{Switched, Totals};
+use crate::defense::store::Clocks;
 use crate::limiter::Clock;
-use crate::proxy::{Snapshot, State};
+use crate::proxy::{unix_now, Snapshot, State};
 pub use watch::FileWatch;
 
 /// The result an admin reload request waits for.
@@ -123,6 +125,13 @@ fn warn_restart_only(o: &config::Config, n: &config::Config) {
     if n.decision_log != o.decision_log {
         changed.push("decision_log");
     }
+    let (nd, od) = (&n.defense, &o.defense);
+    if nd.state_file != od.state_file
+        || nd.max_bans != od.max_bans
+        || nd.max_tracked_offenders != od.max_tracked_offenders
+    {
+        changed.push("bans");
+    }
     for field in changed {
         tracing::warn!(
             field,
@@ -182,6 +191,97 @@ impl Housekeeping {
     }
 }
 
+impl Housekeeping {
+    /// Writes the ban state file if bans changed (off the async threads: it fsyncs).
+    async fn save_bans(&self, force: bool) {
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || save_bans(&state, force)).await;
+    }
+}
+
+/// Writes the ban state file if bans changed (or `force`), counting the outcome. Blocking.
+pub fn save_bans(state: &State, force: bool) {
+    let clocks = Clocks {
+        mono: state.clock.now(),
+        unix: unix_now(),
+    };
+    match state.defense.save(clocks, force) {
+        Ok(true) => state.metrics.state_saves.with_label_values(&["ok"]).inc(),
+        Ok(false) => {}
+        Err(_) => state
+            .metrics
+            .state_saves
+            .with_label_values(&["error"])
+            .inc(),
+    }
+}
+
+/// Once a second: feed the under-attack detector, and every tenth second mark the preview.
+fn defense_tick(state: &State, mark: bool) {
+    let snap = state.snapshot.load();
+    let policy = &snap.config.policy;
+    let profile: std::collections::HashSet<&str> = policy.rules
+        [policy.profile_from.min(policy.rules.len())..]
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    let mut totals = Totals::default();
+    for family in prometheus::core::Collector::collect(&state.metrics.requests) {
+        for m in family.get_metric() {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value())
+                    .unwrap_or("")
+            };
+            let n = m.get_counter().get_value() as u64;
+            totals.requests += n;
+            if matches!(label("decision"), "deny" | "limit")
+                && label("mode") == "enforce"
+                && !profile.contains(label("rule"))
+            {
+                totals.refused += n;
+            }
+        }
+    }
+    totals.upstream_5xx = state.metrics.upstream_class(5);
+    let now = state.clock.now();
+    let d = &state.defense;
+    if let Some(switched) =
+        d.attack
+            .sample(snap.config.defense.auto.as_ref(), totals, now, unix_now())
+    {
+        announce_switch(state, &switched);
+    }
+    if mark {
+        d.preview.mark(now, totals.requests, would_refuse(state));
+    }
+}
+
+/// The would-refuse totals of the profile's rules, by name.
+pub fn would_refuse(state: &State) -> std::collections::HashMap<String, u64> {
+    let snap = state.snapshot.load();
+    let policy = &snap.config.policy;
+    policy.rules[policy.profile_from.min(policy.rules.len())..]
+        .iter()
+        .zip(&snap.series.would_refuse)
+        .map(|(r, c)| (r.name.clone(), c.get()))
+        .collect()
+}
+
+/// Logs and counts a switch of the under-attack profile.
+pub fn announce_switch(state: &State, switched: &Switched) {
+    let to = if switched.on { "on" } else { "off" };
+    state.metrics.under_attack.set(i64::from(switched.on));
+    state
+        .metrics
+        .under_attack_switches
+        .with_label_values(&[to])
+        .inc();
+    tracing::warn!(target: "sekisho::audit", to, reason = %switched.reason, "under-attack profile switched {to}");
+}
+
 fn watched_files(snap: &Snapshot) -> Vec<std::path::PathBuf> {
     let mut v = Vec::with_capacity(snap.config.list_files.len() + 1);
     v.push(snap.config.path.clone());
@@ -215,6 +315,9 @@ impl BackgroundService for Housekeeping {
                 .await;
         }
         let mut sweep = tokio::time::interval(Duration::from_secs(10));
+        let mut second = tokio::time::interval(Duration::from_secs(1));
+        second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seconds: u64 = 0;
         let mut poll = tokio::time::interval(settings.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut polls: u64 = 0;
@@ -227,10 +330,22 @@ impl BackgroundService for Housekeeping {
                 }
             };
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    self.save_bans(false).await;
+                    return;
+                }
                 _ = sweep.tick() => {
-                    let dropped = self.state.limiter.sweep(self.state.clock.now());
-                    tracing::trace!(dropped, "limiter sweep");
+                    let now = self.state.clock.now();
+                    let dropped = self.state.limiter.sweep(now);
+                    let window = self.state.snapshot.load().config.defense.longest_window();
+                    let offenders = self.state.defense.offenders.sweep(now, window);
+                    let bans = self.state.defense.bans.sweep(now);
+                    tracing::trace!(dropped, offenders, bans, "sweep");
+                }
+                _ = second.tick() => {
+                    seconds += 1;
+                    defense_tick(&self.state, seconds % 10 == 1);
+                    self.save_bans(false).await;
                 }
                 Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     let _ = self.reload(&mut files, true, "SIGHUP", Vec::new()).await;

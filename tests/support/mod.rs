@@ -80,39 +80,32 @@ impl Proxy {
             let port = free_port("127.0.0.1");
             let admin_port = free_port("127.0.0.1");
             std::fs::write(&config, Self::text(port, admin_port, body)).expect("write config");
-            let mut child = Command::new(env!("CARGO_BIN_EXE_sekisho"))
-                .args(["run", "-c"])
-                .arg(&config)
-                .env("SEKISHO_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn sekisho");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // exited: port taken or config error; try again
-                }
-                let up = TcpStream::connect(("127.0.0.1", port)).is_ok()
-                    && TcpStream::connect(("::1", port)).is_ok()
-                    && TcpStream::connect(("127.0.0.1", admin_port)).is_ok();
-                if up {
-                    return Self {
-                        child,
-                        port,
-                        admin_port,
-                        dir,
-                        config,
-                    };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!("sekisho did not start listening on port {port}");
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if let Some(child) = spawn(&config, port, admin_port) {
+                return Self {
+                    child,
+                    port,
+                    admin_port,
+                    dir,
+                    config,
+                };
             }
         }
         panic!("sekisho did not start (see its stderr above)");
+    }
+
+    /// Kills the process without warning (as a crash or `kill -9` would) and starts it again
+    /// on the same config and ports.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for _attempt in 0..50 {
+            if let Some(child) = spawn(&self.config, self.port, self.admin_port) {
+                self.child = child;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("sekisho did not start again on port {}", self.port);
     }
 
     fn text(port: u16, admin_port: u16, body: &str) -> String {
@@ -190,6 +183,37 @@ impl Proxy {
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Runs `sekisho run -c config` and waits until it listens on both ports; `None` if it exited
+/// first (a port was taken, or the config is bad).
+fn spawn(config: &std::path::Path, port: u16, admin_port: u16) -> Option<Child> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sekisho"))
+        .args(["run", "-c"])
+        .arg(config)
+        .env("SEKISHO_LOG", "warn")
+        .env_remove("STATE_DIRECTORY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sekisho");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None; // exited: port taken or config error
+        }
+        let up = TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && TcpStream::connect(("::1", port)).is_ok()
+            && TcpStream::connect(("127.0.0.1", admin_port)).is_ok();
+        if up {
+            return Some(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sekisho did not start listening on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
