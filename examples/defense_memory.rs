@@ -8,9 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use sekisho::config::Mode;
-use sekisho::defense::{
-    key_of_net, net_of, AutobanPolicy, Ban, BanSet, Offenders, Source, StatusSet, Trigger,
-};
+use sekisho::defense::{net_of, AutobanPolicy, Ban, BanSet, Offenders, Source, StatusSet, Trigger};
 use sekisho::engine::ip_key;
 
 mod common;
@@ -57,7 +55,7 @@ fn main() {
         (after - before) as f64 / tracked as f64
     );
 
-    let bans = BanSet::new(n as usize);
+    let bans = BanSet::new(n as usize, 64);
     let before = rss_bytes();
     for i in 0..n {
         let net = net_of(client(i), 64);
@@ -72,7 +70,7 @@ fn main() {
             reason: "31 responses with a watched status across ~24 paths within 1m; ban 1 for 10m"
                 .into(),
         };
-        bans.add(key_of_net(net, 64), ban, 0);
+        bans.add(ban, 0);
     }
     let after = rss_bytes();
     let live = bans.live(0);

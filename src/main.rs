@@ -186,7 +186,16 @@ fn main() -> ExitCode {
                     source,
                 } => (source, Some((format.as_str(), *max, *aggregate))),
             };
-            match bans_command(&config_path(), source, export) {
+            let source = sekisho::cli::BanSource {
+                state: source.state.clone(),
+                admin: source.admin,
+            };
+            let export = export.map(|(format, max, aggregate)| sekisho::cli::ExportRequest {
+                format: format.to_string(),
+                max,
+                aggregate,
+            });
+            match sekisho::cli::bans(&config_path(), &source, export.as_ref()) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
@@ -198,26 +207,17 @@ fn main() -> ExitCode {
             }
         }
         Command::Attack { switch, admin } => {
-            let addr = match admin.map_or_else(|| admin_addr(&config_path()), Ok) {
+            let addr = match admin.map_or_else(|| sekisho::cli::admin_addr(&config_path()), Ok) {
                 Ok(a) => a,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(1);
                 }
             };
-            let (method, path) = match switch.as_str() {
-                "status" => ("GET", "/admin/under-attack".to_string()),
-                "preview" => ("GET", "/admin/under-attack/preview".to_string()),
-                s => ("POST", format!("/admin/under-attack?switch={s}")),
-            };
-            match sekisho::admin::client::request(addr, method, &path) {
-                Ok((200, body)) => {
+            match sekisho::cli::attack(addr, &switch) {
+                Ok(body) => {
                     print!("{body}");
                     ExitCode::SUCCESS
-                }
-                Ok((status, body)) => {
-                    eprintln!("{addr}: {status}: {body}");
-                    ExitCode::from(1)
                 }
                 Err(e) => {
                     eprintln!("{e}");
@@ -257,71 +257,3 @@ fn main() -> ExitCode {
 /// over repeated 1M-line reloads) and malloc/free cost ~9% of a proxying core.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// The admin listener named by the config at `path`.
-fn admin_addr(path: &std::path::Path) -> Result<std::net::SocketAddr, String> {
-    let config = sekisho::config::load(path, &SlotRegistry::default()).map_err(|e| {
-        format!(
-            "{e}\n{}: cannot read admin.listen; give --admin",
-            path.display()
-        )
-    })?;
-    config
-        .admin_listen
-        .ok_or_else(|| format!("{}: admin.listen is off; give --admin", path.display()))
-}
-
-/// `sekisho bans list|export`: from the admin listener (`--admin`), a state file (`--state`),
-/// or the config's `bans.state_file`.
-fn bans_command(
-    config: &std::path::Path,
-    source: &BanSource,
-    export: Option<(&str, Option<usize>, bool)>,
-) -> Result<String, String> {
-    use sekisho::defense::store::{self, BanRecord, Loaded};
-    let now = sekisho::proxy::unix_now();
-    let records: Vec<BanRecord> = if let Some(addr) = source.admin {
-        let (status, body) = sekisho::admin::client::request(addr, "GET", "/admin/bans")?;
-        if status != 200 {
-            return Err(format!("{addr}: {status}: {body}"));
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("{addr}: bad answer: {e}"))?;
-        serde_json::from_value(v["bans"].clone()).map_err(|e| format!("{addr}: bad answer: {e}"))?
-    } else {
-        let path = match &source.state {
-            Some(p) => p.clone(),
-            None => {
-                let c = sekisho::config::load(config, &SlotRegistry::default()).map_err(|e| {
-                    format!(
-                        "{e}\n{}: cannot find bans.state_file; give --state or --admin",
-                        config.display()
-                    )
-                })?;
-                c.defense.state_file.ok_or_else(|| {
-                    format!("{}: bans.state_file is off; give --admin", config.display())
-                })?
-            }
-        };
-        match store::read(&path)? {
-            Loaded::Missing => Vec::new(),
-            Loaded::State(s) => s.bans,
-            Loaded::Corrupt { error, .. } => return Err(error),
-        }
-    };
-    match export {
-        None => {
-            let live: Vec<&BanRecord> = records.iter().filter(|r| r.until > now).collect();
-            serde_json::to_string_pretty(&live)
-                .map(|t| t + "\n")
-                .map_err(|e| e.to_string())
-        }
-        Some((format, max, aggregate)) => {
-            let options = sekisho::defense::export::ExportOptions {
-                max_entries: max,
-                aggregate,
-            };
-            sekisho::defense::export_records(&records, now, format, &options).map(|(_, t)| t)
-        }
-    }
-}

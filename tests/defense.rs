@@ -138,6 +138,12 @@ fn an_allow_listed_address_is_never_banned() {
         "{v}"
     );
     assert_eq!(get_from(Some("127.0.0.4"), proxy.addr(), "/").status, 200);
+    // Nor is it exported: another firewall would not know it is allow-listed here.
+    admin_json(&proxy, "POST", "/admin/bans?net=127.0.0.0/29&ttl=1h");
+    admin_json(&proxy, "POST", "/admin/bans?net=127.0.0.9&ttl=1h");
+    let plain = admin(&proxy, "GET", "/admin/bans/export?format=plain");
+    assert_eq!(plain.text(), "127.0.0.9\n");
+    assert_eq!(plain.header("x-sekisho-allow-listed-left-out"), Some("2"));
 }
 
 #[test]
@@ -164,8 +170,10 @@ fn a_ban_ends_at_its_ttl() {
 #[test]
 fn a_client_that_keeps_tripping_limits_is_banned() {
     let origin = Origin::start();
+    // The limit answers 403, a status `probers` watches: its refusals must count only for
+    // `kind: limited`, or probers (more_than: 2) would ban first.
     let proxy = Proxy::start(&format!(
-        "{}rules:\n  - name: login\n    match: {{ path: /login }}\n    limit: {{ rate: 1/h, burst: 2 }}\n    response: {{ status: 429, retry_after: true }}\nautoban:\n  - name: limit-trippers\n    kind: limited\n    more_than: 3\n    ban: 10m\n",
+        "{}rules:\n  - name: login\n    match: {{ path: /login }}\n    limit: {{ rate: 1/h, burst: 2 }}\nautoban:\n  - name: probers\n    more_than: 2\n    distinct_paths: 1\n  - name: limit-trippers\n    kind: limited\n    more_than: 3\n    ban: 10m\n",
         origin.upstreams()
     ));
     let mut c = Conn::open(Some("127.0.0.2"), proxy.addr()).expect("connect");
@@ -173,11 +181,28 @@ fn a_client_that_keeps_tripping_limits_is_banned() {
         .map(|_| c.get("/login").expect("login").status)
         .collect();
     // 2 admitted, then 4 refusals by the limit (the 4th is more than 3), then the ban.
-    assert_eq!(statuses, vec![200, 200, 429, 429, 429, 429, 403, 403]);
+    assert_eq!(statuses, vec![200, 200, 403, 403, 403, 403, 403, 403]);
     // The ban covers every path, not only the limited one.
     assert_eq!(get_from(Some("127.0.0.2"), proxy.addr(), "/").status, 403);
     assert_eq!(get_from(Some("127.0.0.3"), proxy.addr(), "/").status, 200);
-    assert_eq!(banned(&proxy), vec!["127.0.0.2/32"]);
+    let v = admin_json(&proxy, "GET", "/admin/bans");
+    assert_eq!(v["bans"][0]["net"], "127.0.0.2/32");
+    assert_eq!(v["bans"][0]["source"], "limit-trippers");
+    assert_eq!(v["live"], 1);
+    let metrics = admin(&proxy, "GET", "/metrics").text();
+    assert_eq!(
+        support::metric_value(
+            &metrics,
+            "sekisho_requests_total",
+            &[
+                ("decision", "limit"),
+                ("rule", "login"),
+                ("mode", "enforce")
+            ]
+        ),
+        Some(4.0),
+        "the last two 403s came from the ban"
+    );
 }
 
 #[test]

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::parse_duration;
 use crate::defense::export::ExportOptions;
 use crate::defense::store::{self, Clocks};
-use crate::defense::{export_records, key_of_net, Added, ManualBan, Setting};
+use crate::defense::{export_records, Added, ManualBan, Setting};
 use crate::iplist::parse_net;
 use crate::limiter::Clock;
 use crate::metrics::top::{Dimension, MINUTES};
@@ -219,7 +219,7 @@ impl Admin {
             );
         };
         let net = match parse_net(net) {
-            Ok(n) => n.trunc(),
+            Ok(n) => crate::defense::bans::canonical_net(n),
             Err(e) => {
                 return (
                     StatusCode::BAD_REQUEST,
@@ -228,17 +228,16 @@ impl Admin {
             }
         };
         let snap = self.state.snapshot.load();
-        let v6 = snap.config.client_ip.ipv6_prefix;
         let d = &self.state.defense;
         let now = self.state.clock.now();
         if !add {
-            let removed = d.bans.remove(net, key_of_net(net, v6));
+            let removed = d.bans.remove(net);
             tracing::warn!(target: "sekisho::audit", by = who, %net, removed, "ban lifted by hand");
-            self.persist().await;
+            let save_error = self.persist().await;
             return if removed {
                 (
                     StatusCode::OK,
-                    json!({ "result": "unbanned", "net": net.to_string() }),
+                    json!({ "result": "unbanned", "net": net.to_string(), "save_error": save_error }),
                 )
             } else {
                 (
@@ -268,7 +267,7 @@ impl Admin {
             .cloned()
             .unwrap_or_else(|| format!("by hand from {who}"));
         let ban = ManualBan { net, ttl, reason };
-        let (added, b) = d.ban_by_hand(&ban, v6, now, unix_now());
+        let (added, b) = d.ban_by_hand(&ban, now, unix_now());
         let clocks = self.clocks();
         let allow_listed = snap.config.policy.allow.contains(net.network());
         tracing::warn!(
@@ -294,10 +293,11 @@ impl Admin {
                         .with_label_values(&["manual", "enforce"])
                         .inc();
                 }
-                self.persist().await;
+                let save_error = self.persist().await;
                 let mut v = json!({
                     "result": if added == Added::Banned { "banned" } else { "already banned for longer" },
                     "ban": store::BanRecord::of(&b, &clocks),
+                    "save_error": save_error,
                 });
                 if allow_listed {
                     v["warning"] = json!("this address is on the allow list, which wins over bans");
@@ -308,13 +308,19 @@ impl Admin {
     }
 
     /// Saves the state file now (after a change by hand), off the async threads.
-    async fn persist(&self) {
+    /// Saves the state file now (after a change by hand), off the async threads; the error,
+    /// if it failed (the change still applies in memory).
+    async fn persist(&self) -> Option<String> {
         let state = self.state.clone();
-        let _ = tokio::task::spawn_blocking(move || crate::reload::save_bans(&state, true)).await;
+        match tokio::task::spawn_blocking(move || crate::reload::save_bans(&state, true)).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(format!("the save task failed: {e}")),
+        }
     }
 
     /// `GET /admin/bans/export?format=plain|nginx|nginx-geo|aws-waf-ipset|json&aggregate=true&max=N`.
-    fn export(&self, query: &str) -> Result<(&'static str, String), String> {
+    fn export(&self, query: &str) -> Result<crate::defense::Exported, String> {
         let params = parse_query(query, &["format", "aggregate", "max"])?;
         let format = params.get("format").map_or("plain", |f| f.as_str());
         let options = ExportOptions {
@@ -337,6 +343,7 @@ impl Admin {
             clocks.unix,
             format,
             &options,
+            Some(&self.state.snapshot.load().config.policy.allow),
         )
     }
 
@@ -358,8 +365,10 @@ impl Admin {
         if let Some(c) = &changed {
             announce_switch(&self.state, c);
         }
-        self.persist().await;
-        (StatusCode::OK, self.under_attack())
+        let save_error = self.persist().await;
+        let mut v = self.under_attack();
+        v["save_error"] = json!(save_error);
+        (StatusCode::OK, v)
     }
 
     /// `GET /admin/under-attack`.
@@ -558,7 +567,15 @@ impl ServeHttp for Admin {
                 json_reply(status, &v)
             }
             ("GET", "/admin/bans/export") => match self.export(&query) {
-                Ok((content_type, text)) => reply(StatusCode::OK, content_type, text.into_bytes()),
+                Ok(e) => {
+                    let mut r = reply(StatusCode::OK, e.content_type, e.text.into_bytes());
+                    // how many bans the allow list kept out of the export
+                    r.headers_mut().insert(
+                        "x-sekisho-allow-listed-left-out",
+                        http::HeaderValue::from(e.allow_listed),
+                    );
+                    r
+                }
                 Err(e) => json_reply(StatusCode::BAD_REQUEST, &json!({ "error": e })),
             },
             ("GET", "/admin/under-attack") => json_reply(StatusCode::OK, &self.under_attack()),

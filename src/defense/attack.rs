@@ -175,6 +175,36 @@ impl AttackSwitch {
         })
     }
 
+    /// After a reload: a switch not set by hand follows the config's default again (`auto`
+    /// with an `under_attack.auto` section, else off). `Some` when that turned it off.
+    pub fn reconfigure(&self, auto_configured: bool, now_unix: u64) -> Option<Switched> {
+        let mut i = self.inner.lock();
+        if i.by_hand {
+            return None;
+        }
+        let setting = if auto_configured {
+            Setting::Auto
+        } else {
+            Setting::Off
+        };
+        if i.setting == setting {
+            return None;
+        }
+        i.setting = setting;
+        i.detector.above_since = None;
+        i.detector.below_since = None;
+        if setting == Setting::Off && self.on.swap(false, Ordering::AcqRel) {
+            i.since_unix = now_unix;
+            i.reason = "off: under_attack.auto was removed from the config".into();
+            return Some(Switched {
+                on: false,
+                reason: i.reason.clone(),
+            });
+        }
+        i.reason = format!("{} (config default)", setting.as_str());
+        None
+    }
+
     /// Feeds the detector the totals at `now`; `Some` when it switched the profile.
     pub fn sample(
         &self,
@@ -437,6 +467,33 @@ mod tests {
         }
         assert_eq!(switched_off, Some(21));
         assert!(!s.is_on());
+    }
+
+    #[test]
+    fn a_reload_resets_a_switch_not_set_by_hand() {
+        let s = AttackSwitch::new(Setting::Auto, false, 0);
+        let a = auto();
+        let mut refused = 0;
+        for t in 0..10u64 {
+            refused += 1000;
+            let totals = Totals {
+                refused,
+                ..Totals::default()
+            };
+            s.sample(Some(&a), totals, t * SEC, t);
+        }
+        assert!(s.is_on(), "auto switched it on");
+        // auto removed from the config: off, and said so
+        assert!(s.reconfigure(false, 20).is_some_and(|c| !c.on));
+        assert!(!s.is_on());
+        assert_eq!(s.setting(), (Setting::Off, false));
+        // auto added back: the detector is in charge again
+        assert_eq!(s.reconfigure(true, 30), None);
+        assert_eq!(s.setting(), (Setting::Auto, false));
+        // a hand setting is not touched by reloads
+        s.set(Setting::On, "test", 40);
+        assert_eq!(s.reconfigure(false, 50), None);
+        assert!(s.is_on());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! A policy counts, per client key, events within a window: responses whose status is in a set
 //! (`kind: status`, by default 400, 401, 403, 404 and 405, from upstream or from sekisho's own
-//! rules), or refusals by rate limits (`kind: limited`). When a client has more than `more_than`
+//! deny rules), or refusals by rate limits (`kind: limited`). When a client has more than `more_than`
 //! events in the window (and, for `status`, across at least `distinct_paths` paths), it is banned
 //! for `ban`; each ban within `max_ban` of the previous one doubles, up to `max_ban`.
 //!
@@ -112,7 +112,8 @@ impl Policy {
 /// One client's events under one policy, in the current window.
 #[derive(Debug, Clone, Copy)]
 struct Offender {
-    start: Nanos,
+    /// When the window that started at the client's first event ends.
+    expires: Nanos,
     count: u32,
     /// Bit `h % 128` set for each path hash `h` seen (two words: no 16-byte alignment).
     paths: [u64; 2],
@@ -197,16 +198,16 @@ impl Offenders {
         let window = policy.window.as_nanos() as u64;
         let bit = path_hash % 128;
         let fresh = Offender {
-            start: now,
+            expires: now.saturating_add(window),
             count: 0,
             paths: [0, 0],
         };
         if !map.contains_key(&k) && map.len() >= self.shard_cap {
-            let evicted = evict(&mut map, now, window);
+            let evicted = evict(&mut map, now);
             self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
         }
         let o = map.entry(k).or_insert(fresh);
-        if now.saturating_sub(o.start) > window {
+        if now > o.expires {
             *o = fresh;
         }
         o.count = o.count.saturating_add(1);
@@ -225,14 +226,13 @@ impl Offenders {
         Some(trip)
     }
 
-    /// Drops entries whose window ended more than `max_window` ago. Background task only.
-    pub fn sweep(&self, now: Nanos, max_window: Duration) -> usize {
-        let window = max_window.as_nanos() as u64;
+    /// Drops entries whose window ended. Background task only.
+    pub fn sweep(&self, now: Nanos) -> usize {
         let mut dropped = 0;
         for shard in self.shards.iter() {
             let mut m = shard.lock();
             let before = m.len();
-            m.retain(|_, o| now.saturating_sub(o.start) <= window);
+            m.retain(|_, o| o.expires >= now);
             dropped += before - m.len();
         }
         dropped
@@ -255,21 +255,21 @@ impl Offenders {
 }
 
 /// Makes room in a full shard: drops entries whose window ended, else the oldest eighth.
-fn evict(map: &mut OffenderMap, now: Nanos, window: Nanos) -> usize {
+fn evict(map: &mut OffenderMap, now: Nanos) -> usize {
     let before = map.len();
-    map.retain(|_, o| now.saturating_sub(o.start) <= window);
+    map.retain(|_, o| o.expires >= now);
     if map.len() < before {
         return 0; // expired windows only: nothing a decision would have used
     }
-    // Everything is recent: drop the eighth with the oldest windows (their counts are the
-    // least likely to trip soon).
-    let mut starts: Vec<Nanos> = map.values().map(|o| o.start).collect();
-    let cut = starts.len() / 8;
-    let (_, nth, _) = starts.select_nth_unstable(cut);
+    // Every window is open: drop the eighth that ends soonest (the oldest windows, whose
+    // counts are the least likely to trip before they end).
+    let mut ends: Vec<Nanos> = map.values().map(|o| o.expires).collect();
+    let cut = ends.len() / 8;
+    let (_, nth, _) = ends.select_nth_unstable(cut);
     let threshold = *nth;
     let mut dropped = 0;
     map.retain(|_, o| {
-        if o.start <= threshold && dropped <= cut {
+        if o.expires <= threshold && dropped <= cut {
             dropped += 1;
             false
         } else {
@@ -345,7 +345,7 @@ mod tests {
             }
         }
         assert_eq!(o.len(), 1);
-        assert_eq!(o.sweep(10_000 * SEC, p.window), 1);
+        assert_eq!(o.sweep(10_000 * SEC), 1);
         assert!(o.is_empty());
     }
 

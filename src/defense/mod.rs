@@ -66,17 +66,6 @@ impl Default for DefenseSettings {
     }
 }
 
-impl DefenseSettings {
-    /// The longest window of any policy (how long offender entries are worth keeping).
-    pub fn longest_window(&self) -> Duration {
-        self.autoban
-            .iter()
-            .map(|p| p.window)
-            .max()
-            .unwrap_or(Duration::ZERO)
-    }
-}
-
 /// The adaptive state, outliving snapshots.
 #[derive(Debug)]
 pub struct Defense {
@@ -92,6 +81,9 @@ pub struct Defense {
     pub state_file: Option<PathBuf>,
     /// The last problem with the state file (load or save), for `/admin/status`.
     pub state_error: Mutex<Option<String>>,
+    /// Serialises saves, from taking the snapshot to the rename: a later snapshot is never
+    /// overwritten by an earlier one.
+    save_lock: Mutex<()>,
 }
 
 /// A ban to add by hand.
@@ -110,7 +102,7 @@ impl Defense {
     /// state file. A missing file is a first start; an unreadable one is reported in
     /// `state_error` (and the log) and moved aside, and the proxy starts without it.
     pub fn start(settings: &DefenseSettings, v6_prefix: u8, clocks: Clocks) -> Self {
-        let bans = BanSet::new(settings.max_bans);
+        let bans = BanSet::new(settings.max_bans, v6_prefix);
         let mut error = None;
         let mut setting = None;
         if let Some(path) = &settings.state_file {
@@ -124,8 +116,10 @@ impl Defense {
                     for r in &s.bans {
                         match r.to_ban(&clocks) {
                             Ok(b) if b.live(clocks.mono) || b.forget_at > clocks.mono => {
-                                bans.add(key_of_net(b.net, v6_prefix), b, clocks.mono);
-                                restored += 1;
+                                match bans.add(b, clocks.mono) {
+                                    Added::Full => dropped += 1,
+                                    _ => restored += 1,
+                                }
                             }
                             Ok(_) => dropped += 1,
                             Err(e) => {
@@ -166,6 +160,7 @@ impl Defense {
             preview: Preview::default(),
             state_file: settings.state_file.clone(),
             state_error: Mutex::new(error),
+            save_lock: Mutex::new(()),
         }
     }
 
@@ -190,7 +185,7 @@ impl Defense {
         )?;
         let strikes = self
             .bans
-            .get(key)
+            .of_client(ip)
             .filter(|b| b.forget_at > now)
             .map_or(1, |b| b.strikes.saturating_add(1));
         let length = policy.ban_for(strikes);
@@ -221,7 +216,7 @@ impl Defense {
                 humantime::format_duration(length)
             ),
         };
-        match self.bans.add(Some(key), ban.clone(), now) {
+        match self.bans.add(ban.clone(), now) {
             Added::Banned => {
                 tracing::warn!(
                     target: "sekisho::audit",
@@ -237,20 +232,16 @@ impl Defense {
             }
             Added::AlreadyBanned => None,
             Added::Full => {
-                tracing::warn!(client = %ban.net, policy = %policy.name, max = self.bans.max(), "autoban: the ban set is full (bans.max_bans); not banned");
+                if self.bans.full_warning_due(now) {
+                    tracing::warn!(client = %ban.net, policy = %policy.name, max = self.bans.max(), "autoban: the ban set is full of live bans (bans.max_bans); new offenders are not banned (reported at most every 10 s)");
+                }
                 None
             }
         }
     }
 
     /// Adds a ban by hand (audited in the log by the caller, who knows who asked).
-    pub fn ban_by_hand(
-        &self,
-        b: &ManualBan,
-        v6_prefix: u8,
-        now: Nanos,
-        now_unix: u64,
-    ) -> (Added, Ban) {
+    pub fn ban_by_hand(&self, b: &ManualBan, now: Nanos, now_unix: u64) -> (Added, Ban) {
         let until = now.saturating_add(b.ttl.as_nanos() as u64);
         let ban = Ban {
             net: b.net.trunc(),
@@ -262,9 +253,7 @@ impl Defense {
             source: Source::Manual,
             reason: b.reason.clone(),
         };
-        let added = self
-            .bans
-            .add(key_of_net(b.net, v6_prefix), ban.clone(), now);
+        let added = self.bans.add(ban.clone(), now);
         (added, ban)
     }
 
@@ -274,6 +263,7 @@ impl Defense {
         let Some(path) = &self.state_file else {
             return Ok(false);
         };
+        let _one_at_a_time = self.save_lock.lock();
         if !self.bans.take_dirty() && !force {
             return Ok(false);
         }
@@ -290,8 +280,14 @@ impl Defense {
             Err(e) => {
                 self.bans.mark_dirty();
                 let message = format!("cannot save {}: {e}", path.display());
-                tracing::error!("{message}");
-                *self.state_error.lock() = Some(message.clone());
+                let mut last = self.state_error.lock();
+                // retried every second: log a new problem, not each retry
+                if last.as_deref() != Some(message.as_str()) {
+                    tracing::error!(
+                        "{message} (retrying every second; bans still apply in memory)"
+                    );
+                }
+                *last = Some(message.clone());
                 Err(message)
             }
         }
@@ -307,32 +303,105 @@ impl Defense {
     }
 }
 
+/// An export, ready to send.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// Its media type.
+    pub content_type: &'static str,
+    /// The text.
+    pub text: String,
+    /// Bans left out because they overlap the allow list.
+    pub allow_listed: usize,
+}
+
 /// Renders the enforced bans among `records` live at `now_unix` in `format` (`json`, or one
 /// of [`export::Format`]'s), for `sekisho bans export` and `GET /admin/bans/export`.
-/// Count-mode bans are left out: exporting them would enforce elsewhere what is only watched
-/// here. Returns (content type, text).
+///
+/// Left out: count-mode bans (exporting them would enforce elsewhere what is only watched
+/// here), and bans that overlap `allow` (the allow list wins here, but would not in the
+/// firewall the export is fed to).
 pub fn export_records(
     records: &[BanRecord],
     now_unix: u64,
     format: &str,
     options: &export::ExportOptions,
-) -> Result<(&'static str, String), String> {
-    let live: Vec<&BanRecord> = records
+    allow: Option<&crate::iplist::IpSet>,
+) -> Result<Exported, String> {
+    let f = match format {
+        "json" => None,
+        f => Some(export::Format::parse(f).ok_or_else(|| {
+            format!("format {format:?}: use plain, nginx, nginx-geo, aws-waf-ipset or json")
+        })?),
+    };
+    let mut allow_listed = 0;
+    let live: Vec<(&BanRecord, IpNet)> = records
         .iter()
         .filter(|r| r.until > now_unix && r.mode == "enforce")
+        .filter_map(|r| Some((r, crate::iplist::parse_net(&r.net).ok()?)))
+        .filter(|(_, net)| {
+            let overlaps = allow.is_some_and(|a| a.overlaps(*net));
+            allow_listed += usize::from(overlaps);
+            !overlaps
+        })
         .collect();
-    if format == "json" {
-        let mut text = serde_json::to_string_pretty(&live).map_err(|e| e.to_string())?;
+    let Some(f) = f else {
+        let records: Vec<&BanRecord> = live.iter().map(|(r, _)| *r).collect();
+        let mut text = serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?;
         text.push('\n');
-        return Ok(("application/json", text));
-    }
-    let f = export::Format::parse(format).ok_or_else(|| {
-        format!("format {format:?}: use plain, nginx, nginx-geo, aws-waf-ipset or json")
-    })?;
-    let nets: Vec<IpNet> = live
-        .iter()
-        .filter_map(|r| crate::iplist::parse_net(&r.net).ok())
-        .collect();
+        return Ok(Exported {
+            content_type: "application/json",
+            text,
+            allow_listed,
+        });
+    };
+    let nets: Vec<IpNet> = live.iter().map(|(_, n)| *n).collect();
     let rendered = export::render(&nets, f, options).map_err(|e| e.to_string())?;
-    Ok((f.content_type(), rendered.text))
+    Ok(Exported {
+        content_type: f.content_type(),
+        text: rendered.text,
+        allow_listed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_saves_never_tear_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = DefenseSettings {
+            state_file: Some(dir.path().join("bans.json")),
+            ..DefenseSettings::default()
+        };
+        let clocks = Clocks {
+            mono: 0,
+            unix: 1_700_000_000,
+        };
+        let d = Defense::start(&settings, 64, clocks);
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let (d, dir) = (&d, &dir);
+                s.spawn(move || {
+                    for i in 0..50u8 {
+                        let b = ManualBan {
+                            net: format!("10.{t}.{i}.1/32").parse().expect("net"),
+                            ttl: Duration::from_secs(3600),
+                            reason: "test".into(),
+                        };
+                        d.ban_by_hand(&b, 0, clocks.unix);
+                        d.save(clocks, true).expect("save");
+                        let path = dir.path().join("bans.json");
+                        assert!(matches!(store::read(&path), Ok(Loaded::State(_))));
+                    }
+                });
+            }
+        });
+        let Ok(Loaded::State(s)) = store::read(&dir.path().join("bans.json")) else {
+            panic!("the file parses");
+        };
+        assert_eq!(s.bans.len(), 200, "the last save holds every ban");
+        let leftovers = std::fs::read_dir(dir.path()).expect("read_dir").count();
+        assert_eq!(leftovers, 1, "no temp file left behind");
+    }
 }

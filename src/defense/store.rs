@@ -148,7 +148,10 @@ pub fn save(path: &Path, state: &StateFile) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "bans.json".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    // pid and a counter: two writers never share a temp file (the caller also serialises).
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let mut body = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
     body.push(b'\n');
     let written = (|| {

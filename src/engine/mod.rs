@@ -187,7 +187,7 @@ impl Policy {
         }
         let mut counted = None;
         if let Some(bans) = live.bans {
-            match bans.check(facts.ip, ip_key(facts.ip, self.ipv6_prefix), now) {
+            match bans.check(facts.ip, now) {
                 Some(Mode::Enforce) => return verdict(Decision::Deny { rule: RuleRef::Ban }),
                 Some(Mode::Count) => counted = Some(RuleRef::Ban),
                 None => {}

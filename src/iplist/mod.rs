@@ -54,6 +54,13 @@ impl<T: Copy + Ord + num::Step> Ranges<T> {
         let i = self.starts.partition_point(|&s| s <= x);
         i > 0 && self.ends[i - 1] >= x
     }
+
+    /// Whether any range shares an address with `lo..=hi`.
+    fn overlaps(&self, lo: T, hi: T) -> bool {
+        // the first range that ends at or after lo
+        let i = self.ends.partition_point(|&e| e < lo);
+        i < self.starts.len() && self.starts[i] <= hi
+    }
 }
 
 mod num {
@@ -100,6 +107,18 @@ impl IpSet {
         match ip.to_canonical() {
             IpAddr::V4(v4) => self.v4.contains(u32::from(v4)),
             IpAddr::V6(v6) => self.v6.contains(u128::from(v6)),
+        }
+    }
+
+    /// Whether the set and `net` share any address (either may contain the other).
+    pub fn overlaps(&self, net: IpNet) -> bool {
+        match net.trunc() {
+            IpNet::V4(n) => self
+                .v4
+                .overlaps(u32::from(n.network()), u32::from(n.broadcast())),
+            IpNet::V6(n) => self
+                .v6
+                .overlaps(u128::from(n.network()), u128::from(n.broadcast())),
         }
     }
 
@@ -256,6 +275,22 @@ mod tests {
         // IPv4-mapped IPv6 is looked up as IPv4
         assert!(s.contains(ip("::ffff:10.9.9.9")));
         assert_eq!(s.entries(), 3);
+    }
+
+    #[test]
+    fn overlaps_either_way() {
+        let s = set(&["10.0.0.0/16", "192.0.2.7", "2001:db8::/32"]);
+        let net = |t: &str| parse_net(t).unwrap();
+        assert!(s.overlaps(net("10.0.5.0/24")), "inside");
+        assert!(s.overlaps(net("10.0.0.0/8")), "around");
+        assert!(s.overlaps(net("192.0.2.0/24")), "around a single address");
+        assert!(s.overlaps(net("192.0.2.7")));
+        assert!(!s.overlaps(net("192.0.2.8/29")));
+        assert!(!s.overlaps(net("10.1.0.0/16")));
+        assert!(!s.overlaps(net("0.0.0.0/5")));
+        assert!(s.overlaps(net("2001:db8:1::/48")));
+        assert!(!s.overlaps(net("2001:db9::/32")));
+        assert!(!IpSet::default().overlaps(net("0.0.0.0/0")));
     }
 
     #[test]

@@ -396,8 +396,10 @@ impl ProxyHttp for Sekisho {
 }
 
 impl Sekisho {
-    /// Feeds the autoban policies what this request got: its status, or its rate-limit
-    /// refusal. Allow-listed clients, and requests refused by a list or a ban, are not counted.
+    /// Feeds the autoban policies what this request got: its status (`kind: status`), or its
+    /// rate-limit refusal (`kind: limited`; a limit's own 403 or 429 is not also a status
+    /// event). Allow-listed clients, clients under a ban (either mode), and requests refused by
+    /// the deny list are not counted.
     fn observe(&self, session: &Session, ctx: &Ctx) {
         let policies = &ctx.snapshot.config.defense.autoban;
         let Some((decision, ip, _)) = ctx.decided else {
@@ -410,6 +412,7 @@ impl Sekisho {
                     | Decision::Deny {
                         rule: RuleRef::DenyList | RuleRef::Ban
                     }
+                    | Decision::Count { rule: RuleRef::Ban }
             )
         {
             return;
@@ -419,7 +422,7 @@ impl Sekisho {
         for p in policies {
             let counts = match p.trigger {
                 Trigger::Limited => limited,
-                Trigger::Status(_) => p.counts_status(status),
+                Trigger::Status(_) => !limited && p.counts_status(status),
             };
             if !counts {
                 continue;

@@ -79,9 +79,20 @@ pub fn reload(state: &State, full: bool, cause: &str) -> Result<ReloadDone, Conf
     warn_restart_only(&old.config, &new);
     let generation = old.generation + 1;
     state.slots.commit(&new.policy);
+    let v6_prefix = new.client_ip.ipv6_prefix;
+    let auto = new.defense.auto.is_some();
     state
         .snapshot
         .store(Arc::new(Snapshot::new(new, generation, &state.metrics)));
+    // Bans follow the client key's IPv6 prefix; the switch follows the config unless set by hand.
+    state.defense.bans.rekey(v6_prefix, state.clock.now());
+    if let Some(switched) = state
+        .defense
+        .attack
+        .reconfigure(auto, crate::proxy::unix_now())
+    {
+        announce_switch(state, &switched);
+    }
     let duration_ms = started.elapsed().as_millis() as u64;
     state.metrics.reloads.with_label_values(&["ok"]).inc();
     state
@@ -195,17 +206,18 @@ impl Housekeeping {
     /// Writes the ban state file if bans changed (off the async threads: it fsyncs).
     async fn save_bans(&self, force: bool) {
         let state = self.state.clone();
-        let _ = tokio::task::spawn_blocking(move || save_bans(&state, force)).await;
+        let _ = tokio::task::spawn_blocking(move || save_bans(&state, force).is_ok()).await;
     }
 }
 
 /// Writes the ban state file if bans changed (or `force`), counting the outcome. Blocking.
-pub fn save_bans(state: &State, force: bool) {
+pub fn save_bans(state: &State, force: bool) -> Result<bool, String> {
     let clocks = Clocks {
         mono: state.clock.now(),
         unix: unix_now(),
     };
-    match state.defense.save(clocks, force) {
+    let result = state.defense.save(clocks, force);
+    match &result {
         Ok(true) => state.metrics.state_saves.with_label_values(&["ok"]).inc(),
         Ok(false) => {}
         Err(_) => state
@@ -214,6 +226,7 @@ pub fn save_bans(state: &State, force: bool) {
             .with_label_values(&["error"])
             .inc(),
     }
+    result
 }
 
 /// Once a second: feed the under-attack detector, and every tenth second mark the preview.
@@ -337,8 +350,7 @@ impl BackgroundService for Housekeeping {
                 _ = sweep.tick() => {
                     let now = self.state.clock.now();
                     let dropped = self.state.limiter.sweep(now);
-                    let window = self.state.snapshot.load().config.defense.longest_window();
-                    let offenders = self.state.defense.offenders.sweep(now, window);
+                    let offenders = self.state.defense.offenders.sweep(now);
                     let bans = self.state.defense.bans.sweep(now);
                     tracing::trace!(dropped, offenders, bans, "sweep");
                 }
