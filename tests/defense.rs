@@ -524,15 +524,15 @@ fn the_switch_turns_itself_on_under_a_flood_of_refusals_and_off_when_quiet() {
     });
     assert_eq!(get_from(None, proxy.addr(), "/search").status, 200);
     let metrics = admin(&proxy, "GET", "/metrics").text();
-    for to in ["on", "off"] {
-        assert_eq!(
-            support::metric_value(
-                &metrics,
-                "sekisho_under_attack_switches_total",
-                &[("to", to)]
-            ),
-            Some(1.0),
-            "{to}"
-        );
-    }
+    // Once each way, unless the flood stalled for longer than `quiet` on a busy machine and
+    // the switch went round again: as many offs as ons, at least one, and off now.
+    let count = |to| {
+        support::metric_value(
+            &metrics,
+            "sekisho_under_attack_switches_total",
+            &[("to", to)],
+        )
+    };
+    assert!(count("on").is_some_and(|n| n >= 1.0), "{metrics}");
+    assert_eq!(count("on"), count("off"));
 }
