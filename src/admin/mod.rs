@@ -396,11 +396,7 @@ impl Admin {
         };
         let s = &self.state;
         let now = s.clock.now();
-        let requests: u64 = prometheus::core::Collector::collect(&s.metrics.requests)
-            .iter()
-            .flat_map(|f| f.get_metric())
-            .map(|m| m.get_counter().get_value() as u64)
-            .sum();
+        let (requests, _) = s.metrics.request_totals(&Default::default());
         let would = would_refuse(s);
         let on = s.defense.attack.is_on();
         let examples: Vec<serde_json::Value> = s

@@ -366,6 +366,32 @@ impl Metrics {
         self.upstream_classes[i].inc();
     }
 
+    /// Requests judged so far, and those refused (enforced `deny` or `limit`) by anything but
+    /// the rules named in `except` (the under-attack profile, for its own detector).
+    pub fn request_totals(&self, except: &std::collections::HashSet<&str>) -> (u64, u64) {
+        let (mut requests, mut refused) = (0, 0);
+        for family in prometheus::core::Collector::collect(&self.requests) {
+            for m in family.get_metric() {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value())
+                        .unwrap_or("")
+                };
+                let n = m.get_counter().get_value() as u64;
+                requests += n;
+                if matches!(label("decision"), "deny" | "limit")
+                    && label("mode") == "enforce"
+                    && !except.contains(label("rule"))
+                {
+                    refused += n;
+                }
+            }
+        }
+        (requests, refused)
+    }
+
     /// Upstream responses of status class `class` (1 to 5) so far.
     pub fn upstream_class(&self, class: usize) -> u64 {
         self.upstream_classes[class.clamp(1, 5) - 1].get()

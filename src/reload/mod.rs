@@ -238,27 +238,12 @@ fn defense_tick(state: &State, mark: bool) {
         .iter()
         .map(|r| r.name.as_str())
         .collect();
-    let mut totals = Totals::default();
-    for family in prometheus::core::Collector::collect(&state.metrics.requests) {
-        for m in family.get_metric() {
-            let label = |name: &str| {
-                m.get_label()
-                    .iter()
-                    .find(|l| l.name() == name)
-                    .map(|l| l.value())
-                    .unwrap_or("")
-            };
-            let n = m.get_counter().get_value() as u64;
-            totals.requests += n;
-            if matches!(label("decision"), "deny" | "limit")
-                && label("mode") == "enforce"
-                && !profile.contains(label("rule"))
-            {
-                totals.refused += n;
-            }
-        }
-    }
-    totals.upstream_5xx = state.metrics.upstream_class(5);
+    let (requests, refused) = state.metrics.request_totals(&profile);
+    let totals = Totals {
+        requests,
+        refused,
+        upstream_5xx: state.metrics.upstream_class(5),
+    };
     let now = state.clock.now();
     let d = &state.defense;
     if let Some(switched) =
