@@ -649,6 +649,18 @@ impl Validator<'_> {
                 out.max_tracked_offenders = n;
             }
         }
+        out.ipv6_escalate_after = match b.and_then(|b| b.ipv6_escalate_after.as_ref()) {
+            Some(n) if n.value > 65_536 => {
+                self.err(
+                    n,
+                    "bans.ipv6_escalate_after",
+                    "at most 65536 (the /64s in a /48); 0 turns escalation off",
+                );
+                crate::defense::DEFAULT_IPV6_ESCALATE_AFTER
+            }
+            Some(n) => n.value,
+            None => crate::defense::DEFAULT_IPV6_ESCALATE_AFTER,
+        };
         let mut names: std::collections::HashMap<&str, usize> = Default::default();
         for (i, p) in raw.autoban.iter().enumerate() {
             let at = format!("autoban[{i}]");

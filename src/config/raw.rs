@@ -40,6 +40,7 @@ pub struct RawBans {
     pub state_file: Option<S<String>>,
     pub max_bans: Option<S<usize>>,
     pub max_tracked_offenders: Option<S<usize>>,
+    pub ipv6_escalate_after: Option<S<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

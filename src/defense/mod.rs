@@ -18,7 +18,8 @@ pub mod bans;
 pub mod export;
 pub mod store;
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,6 +39,8 @@ use store::{BanRecord, Clocks, Loaded};
 pub const DEFAULT_MAX_BANS: usize = 100_000;
 /// Default `bans.max_tracked_offenders`.
 pub const DEFAULT_MAX_OFFENDERS: usize = 200_000;
+/// Default `bans.ipv6_escalate_after`.
+pub const DEFAULT_IPV6_ESCALATE_AFTER: u32 = 8;
 
 /// `bans:`, `autoban:` and `under_attack:` settings, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +51,9 @@ pub struct DefenseSettings {
     pub max_bans: usize,
     /// `bans.max_tracked_offenders` (restart to change).
     pub max_tracked_offenders: usize,
+    /// `bans.ipv6_escalate_after`: this many IPv6 clients of one /48 banned by autoban at once
+    /// ban the whole /48 (0: never).
+    pub ipv6_escalate_after: u32,
     /// `autoban:` policies, in file order.
     pub autoban: Vec<AutobanPolicy>,
     /// `under_attack.auto`.
@@ -60,6 +66,7 @@ impl Default for DefenseSettings {
             state_file: None,
             max_bans: DEFAULT_MAX_BANS,
             max_tracked_offenders: DEFAULT_MAX_OFFENDERS,
+            ipv6_escalate_after: DEFAULT_IPV6_ESCALATE_AFTER,
             autoban: Vec::new(),
             auto: None,
         }
@@ -84,6 +91,10 @@ pub struct Defense {
     /// Serialises saves, from taking the snapshot to the rename: a later snapshot is never
     /// overwritten by an earlier one.
     save_lock: Mutex<()>,
+    /// `bans.ipv6_escalate_after`.
+    escalate_after: u32,
+    /// Live IPv6 autobans by /48: (client key, until), for escalation.
+    v6_blocks: Mutex<HashMap<u64, Vec<(u128, Nanos)>>>,
 }
 
 /// A ban to add by hand.
@@ -161,12 +172,87 @@ impl Defense {
             state_file: settings.state_file.clone(),
             state_error: Mutex::new(error),
             save_lock: Mutex::new(()),
+            escalate_after: settings.ipv6_escalate_after,
+            v6_blocks: Mutex::new(HashMap::new()),
         }
     }
 
     /// Counts one event of `ip` under `policy`; bans it when that trips the policy. Returns the
-    /// ban added.
+    /// bans added: the client's, and its /48's when that made `bans.ipv6_escalate_after` IPv6
+    /// clients of one /48 banned at once (an attacker rotating through the /64s of its /48).
     pub fn observe(
+        &self,
+        policy: &AutobanPolicy,
+        ip: IpAddr,
+        v6_prefix: u8,
+        path: &[u8],
+        now: Nanos,
+        now_unix: u64,
+    ) -> Vec<Ban> {
+        let Some(ban) = self.observe_one(policy, ip, v6_prefix, path, now, now_unix) else {
+            return Vec::new();
+        };
+        let wide = match ip.to_canonical() {
+            IpAddr::V6(v6) if v6_prefix > 48 && self.escalate_after > 0 => {
+                self.escalate(policy, v6, v6_prefix, &ban, now)
+            }
+            _ => None,
+        };
+        std::iter::once(ban).chain(wide).collect()
+    }
+
+    /// Records a new IPv6 autoban; bans its /48 when enough of its clients are banned.
+    fn escalate(
+        &self,
+        policy: &AutobanPolicy,
+        ip: Ipv6Addr,
+        v6_prefix: u8,
+        ban: &Ban,
+        now: Nanos,
+    ) -> Option<Ban> {
+        let bits = u128::from(ip);
+        let key = ip_key(IpAddr::V6(ip), v6_prefix);
+        let banned = {
+            let mut blocks = self.v6_blocks.lock();
+            let live = blocks.entry((bits >> 80) as u64).or_default();
+            live.retain(|(k, until)| *until > now && *k != key);
+            live.push((key, ban.until));
+            let n = live.len();
+            if n < self.escalate_after as usize {
+                return None;
+            }
+            live.clear();
+            n
+        };
+        let net = IpNet::new(IpAddr::V6(Ipv6Addr::from(bits)), 48)
+            .ok()?
+            .trunc();
+        let wide = Ban {
+            net,
+            reason: format!(
+                "{banned} clients (/{v6_prefix}) of this /48 banned by autoban at once (bans.ipv6_escalate_after); {}",
+                ban.reason
+            ),
+            ..ban.clone()
+        };
+        match self.bans.add(wide.clone(), now) {
+            Added::Banned => {
+                tracing::warn!(target: "sekisho::audit", client = %wide.net, policy = %policy.name, "autoban: {}", wide.reason);
+                Some(wide)
+            }
+            _ => None,
+        }
+    }
+
+    /// Drops the escalation records of bans that ended. Background task only.
+    pub fn sweep(&self, now: Nanos) {
+        self.v6_blocks.lock().retain(|_, live| {
+            live.retain(|(_, until)| *until > now);
+            !live.is_empty()
+        });
+    }
+
+    fn observe_one(
         &self,
         policy: &AutobanPolicy,
         ip: IpAddr,
@@ -366,6 +452,90 @@ pub fn export_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn probers() -> AutobanPolicy {
+        AutobanPolicy {
+            name: "probers".into(),
+            trigger: Trigger::Status(StatusSet::probing()),
+            more_than: 2,
+            distinct_paths: 1,
+            window: Duration::from_secs(60),
+            ban: Duration::from_secs(600),
+            max_ban: Duration::from_secs(3600),
+            mode: Mode::Enforce,
+        }
+    }
+
+    /// Trips `policy` for `ip`; returns the networks banned.
+    fn trip(d: &Defense, policy: &AutobanPolicy, ip: &str, now: Nanos) -> Vec<String> {
+        let ip: IpAddr = ip.parse().expect("ip");
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            out = d.observe(policy, ip, 64, b"/x", now, 0);
+        }
+        out.iter().map(|b| b.net.to_string()).collect()
+    }
+
+    #[test]
+    fn enough_banned_64s_in_one_48_ban_the_48() {
+        let settings = DefenseSettings {
+            ipv6_escalate_after: 3,
+            ..DefenseSettings::default()
+        };
+        let d = Defense::start(&settings, 64, Clocks { mono: 0, unix: 0 });
+        let p = probers();
+        assert_eq!(
+            trip(&d, &p, "2001:db8:7:1::1", 0),
+            vec!["2001:db8:7:1::/64"]
+        );
+        // a repeat ban of the same /64 (a longer one) does not count twice
+        assert_eq!(
+            trip(&d, &p, "2001:db8:7:1::2", 0),
+            vec!["2001:db8:7:1::/64"]
+        );
+        // one in another /48 does not count at all
+        assert_eq!(
+            trip(&d, &p, "2001:db8:8:1::1", 0),
+            vec!["2001:db8:8:1::/64"]
+        );
+        assert_eq!(
+            trip(&d, &p, "2001:db8:7:2::1", 0),
+            vec!["2001:db8:7:2::/64"]
+        );
+        // the third client of 2001:db8:7::/48
+        assert_eq!(
+            trip(&d, &p, "2001:db8:7:3::1", 0),
+            vec!["2001:db8:7:3::/64", "2001:db8:7::/48"]
+        );
+        let fresh: IpAddr = "2001:db8:7:ffff::1".parse().expect("ip");
+        assert_eq!(d.bans.check(fresh, 0), Some(Mode::Enforce));
+        assert_eq!(
+            d.bans.check("2001:db8:8:2::1".parse().expect("ip"), 0),
+            None
+        );
+        // IPv4 clients never escalate
+        for i in 1..=5 {
+            assert_eq!(trip(&d, &p, &format!("192.0.2.{i}"), 0).len(), 1);
+        }
+        // records of ended bans are swept
+        d.sweep(601 * 1_000_000_000);
+        assert!(d.v6_blocks.lock().is_empty());
+    }
+
+    #[test]
+    fn escalation_can_be_turned_off() {
+        let settings = DefenseSettings {
+            ipv6_escalate_after: 0,
+            ..DefenseSettings::default()
+        };
+        let d = Defense::start(&settings, 64, Clocks { mono: 0, unix: 0 });
+        for i in 1..=20 {
+            assert_eq!(
+                trip(&d, &probers(), &format!("2001:db8:7:{i:x}::1"), 0).len(),
+                1
+            );
+        }
+    }
 
     #[test]
     fn concurrent_saves_never_tear_the_file() {

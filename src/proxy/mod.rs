@@ -430,7 +430,7 @@ impl Sekisho {
             let v6 = ctx.snapshot.config.client_ip.ipv6_prefix;
             let path = session.req_header().uri.path().as_bytes();
             let now = self.state.clock.now();
-            if let Some(ban) = self.state.defense.observe(p, ip, v6, path, now, unix_now()) {
+            for ban in self.state.defense.observe(p, ip, v6, path, now, unix_now()) {
                 let mode = if ban.mode == crate::config::Mode::Count {
                     "count"
                 } else {

@@ -140,6 +140,7 @@ fn warn_restart_only(o: &config::Config, n: &config::Config) {
     if nd.state_file != od.state_file
         || nd.max_bans != od.max_bans
         || nd.max_tracked_offenders != od.max_tracked_offenders
+        || nd.ipv6_escalate_after != od.ipv6_escalate_after
     {
         changed.push("bans");
     }
@@ -337,6 +338,7 @@ impl BackgroundService for Housekeeping {
                     let dropped = self.state.limiter.sweep(now);
                     let offenders = self.state.defense.offenders.sweep(now);
                     let bans = self.state.defense.bans.sweep(now);
+                    self.state.defense.sweep(now);
                     tracing::trace!(dropped, offenders, bans, "sweep");
                 }
                 _ = second.tick() => {
