@@ -116,32 +116,26 @@ impl Admin {
 
     /// `GET /admin/top?by=ip|country|user_agent|path&window=5m&n=20`.
     fn top(&self, query: &str) -> Result<serde_json::Value, String> {
-        let mut by = "ip";
-        let mut window = 5;
-        let mut n = 20;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
-                "by" => by = v,
-                "window" => {
-                    window = v
-                        .strip_suffix('m')
-                        .unwrap_or(v)
-                        .parse()
-                        .ok()
-                        .filter(|w| (1..=MINUTES as u64).contains(w))
-                        .ok_or_else(|| format!("window {v:?}: use 1m to {MINUTES}m"))?;
-                }
-                "n" => {
-                    n = v
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=1000).contains(n))
-                        .ok_or_else(|| format!("n {v:?}: use 1 to 1000"))?;
-                }
-                other => return Err(format!("unknown parameter {other:?} (by, window, n)")),
-            }
-        }
+        let params = parse_query(query, &["by", "window", "n"])?;
+        let by = params.get("by").map_or("ip", String::as_str);
+        let window = match params.get("window") {
+            None => 5,
+            Some(v) => v
+                .strip_suffix('m')
+                .unwrap_or(v)
+                .parse()
+                .ok()
+                .filter(|w| (1..=MINUTES as u64).contains(w))
+                .ok_or_else(|| format!("window {v:?}: use 1m to {MINUTES}m"))?,
+        };
+        let n = match params.get("n") {
+            None => 20,
+            Some(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| format!("n {v:?}: use 1 to 1000"))?,
+        };
         let dim = Dimension::parse(by)
             .ok_or_else(|| format!("by {by:?}: use ip, country, user_agent or path"))?;
         let minute = self.state.clock.now() / 60_000_000_000;
