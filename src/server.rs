@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use pingora::listeners::TcpSocketOptions;
-use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -55,7 +54,7 @@ pub fn build(
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     let mut server = Server::new_with_opt_and_conf(Some(Opt::default()), conf);
     server.bootstrap();
-    let mut proxy = http_proxy_service(&server.configuration, Sekisho::new(state.clone()));
+    let mut proxy = Service::new("sekisho".to_string(), Sekisho::new(state.clone()));
     for addr in listen {
         if addr.is_ipv6() {
             // v6-only, so that "0.0.0.0:P" and "[::]:P" can both be listed.

@@ -1,21 +1,24 @@
-//! Pingora glue: turn a request into [`Facts`], ask the engine, write the refusal or pick an
-//! upstream. No rules live here.
+//! Pingora glue: read a request with Pingora's HTTP/1 server, turn it into [`Facts`], ask the
+//! engine, then write the refusal or forward it upstream (`forward`). No rules live here.
 //!
 //! The snapshot (config, compiled policy, upstream pool) sits behind one `ArcSwap` and is loaded
 //! once per request; the limiter lives beside it so that a reload keeps the buckets.
 
+mod forward;
 mod identity;
 mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::http::ResponseHeader;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use tokio::sync::Notify;
 
 use crate::config::{Config, ListCache};
 use crate::defense::attack::Example;
@@ -26,6 +29,7 @@ use crate::limiter::{Clock, Limiter, MonotonicClock};
 use crate::metrics::decision_log::{now_rfc3339, DecisionLog, Entry};
 use crate::metrics::top::{ip_bytes, TopTalkers};
 use crate::metrics::{Metrics, PolicySeries};
+pub use forward::IdleConns;
 pub use identity::{client_ip, country_of};
 use parking_lot::Mutex;
 use prometheus::IntCounter;
@@ -92,6 +96,8 @@ pub struct State {
     pub snapshot: ArcSwap<Snapshot>,
     /// Token buckets, outliving snapshots.
     pub limiter: Limiter,
+    /// Idle keep-alive connections to upstream peers, outliving snapshots.
+    pub conns: IdleConns,
     /// Limiter slots by rule identity, outliving snapshots.
     pub slots: SlotRegistry,
     /// The clock decisions are made with.
@@ -134,6 +140,7 @@ impl State {
     /// State for a first config; its slots must come from `slots` and its lists from `cache`.
     pub fn new(config: Config, slots: SlotRegistry, cache: ListCache) -> Self {
         let limiter = Limiter::new(config.max_tracked_keys);
+        let conns = IdleConns::new(config.upstream_options.pool_size);
         slots.commit(&config.policy);
         let metrics = Metrics::new();
         metrics.last_reload_success.set(unix_now() as i64);
@@ -151,6 +158,7 @@ impl State {
             defense,
             snapshot: ArcSwap::from_pointee(Snapshot::new(config, 1, &metrics)),
             limiter,
+            conns,
             slots,
             clock,
             metrics,
@@ -164,54 +172,97 @@ impl State {
     }
 }
 
-/// The Pingora proxy.
+/// The proxy: a Pingora HTTP application that judges each request and forwards what passes.
 pub struct Sekisho {
     state: Arc<State>,
+    /// Set when the service stops listening; idle keep-alive clients are then let go.
+    stopping: AtomicBool,
+    stop: Notify,
 }
 
 impl Sekisho {
     /// A proxy over shared state.
     pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+        Self {
+            state,
+            stopping: AtomicBool::new(false),
+            stop: Notify::new(),
+        }
     }
 }
 
 /// Per-request context.
 pub struct Ctx {
     snapshot: Arc<Snapshot>,
-    /// Upstream connection attempts so far.
-    tries: usize,
-    /// Where this request's walk over the upstream peers started.
-    start: Option<usize>,
-    /// Index in the pool of the peer tried last.
-    peer: usize,
     /// When the first upstream peer was picked (None: the request never went upstream).
     upstream_since: Option<std::time::Instant>,
+    /// Whether the upstream exchange failed.
+    upstream_failed: bool,
     /// What was decided, about whom (for the decision log).
     decided: Option<(Decision, IpAddr, Country)>,
 }
 
 #[async_trait]
-impl ProxyHttp for Sekisho {
-    type CTX = Ctx;
-
-    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
-        // No response compression module: sekisho passes bodies through untouched, and the
-        // disabled module Pingora adds by default still costs a little on every response.
-    }
-
-    fn new_ctx(&self) -> Ctx {
-        Ctx {
+impl HttpServerApp for Sekisho {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let read = tokio::select! {
+            biased; // a request already buffered is served before the stop is noticed
+            read = session.read_request() => read,
+            _ = self.stop.notified() => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                if e.etype == ErrorType::InvalidHTTPHeader {
+                    let _ = session.respond_error(400).await;
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        if self.stopping.load(Ordering::Acquire) {
+            session.set_keepalive(None);
+        }
+        let mut ctx = Ctx {
             snapshot: self.state.snapshot.load_full(),
-            tries: 0,
-            start: None,
-            peer: 0,
             upstream_since: None,
+            upstream_failed: false,
             decided: None,
+        };
+        let done = match self.judge(&session, &mut ctx) {
+            Some((rule, retry_after)) => self.refuse(&mut session, &ctx, rule, retry_after).await,
+            None if session.req_header().method == http::Method::CONNECT => {
+                // sekisho fronts an origin; it is not a forward proxy
+                session.set_keepalive(None);
+                session.respond_error(405).await
+            }
+            None => self.forward(&mut session, &mut ctx).await,
+        };
+        self.logging(&session, &ctx);
+        done.ok()?;
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            _ => None,
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn http_cleanup(&self) {
+        self.stopping.store(true, Ordering::Release);
+        // wake the keep-alive connections that wait for a next request
+        self.stop.notify_waiters();
+    }
+}
+
+impl Sekisho {
+    /// Builds the request's facts, asks the policy, and counts what it decided. The refusal to
+    /// write, if any: the rule and the `Retry-After` seconds of a limit.
+    fn judge(&self, session: &ServerSession, ctx: &mut Ctx) -> Option<(RuleRef, Option<u32>)> {
         let snap = &ctx.snapshot;
         let policy = &snap.config.policy;
         let req = session.req_header();
@@ -280,14 +331,14 @@ impl ProxyHttp for Sekisho {
             ],
             !decision.passes(),
         );
-        let (rule, retry_after) = match decision {
+        let refusal = match decision {
             Decision::Allow => {
                 snap.series.allowed.inc();
-                return Ok(false);
+                return None;
             }
             Decision::AllowListed => {
                 snap.series.allow_listed.inc();
-                return Ok(false);
+                return None;
             }
             Decision::Count { rule } => {
                 let series = match rule {
@@ -298,11 +349,12 @@ impl ProxyHttp for Sekisho {
                     s.inc();
                 }
                 tracing::debug!(%ip, rule = policy.name_of(rule), path = facts.path, "count: would have refused");
-                return Ok(false);
+                return None;
             }
             Decision::Deny { rule } => (rule, None),
             Decision::Limit { rule, retry_after } => (rule, Some(retry_after)),
         };
+        let rule = refusal.0;
         if let Some(s) = snap.series_of(rule) {
             s.inc();
         }
@@ -314,7 +366,19 @@ impl ProxyHttp for Sekisho {
         if let Some(l) = local {
             l.inc();
         }
-        let response = policy.response_of(rule);
+        Some(refusal)
+    }
+
+    /// Answers a refused request with the rule's response; upstream never sees it.
+    async fn refuse(
+        &self,
+        session: &mut ServerSession,
+        ctx: &Ctx,
+        rule: RuleRef,
+        retry_after: Option<u32>,
+    ) -> Result<()> {
+        let response = ctx.snapshot.config.policy.response_of(rule);
+        let req = session.req_header();
         let is_head = req.method == http::Method::HEAD;
         // A refused request's body is not worth reading: keep the connection only when there
         // is none to drain.
@@ -323,10 +387,7 @@ impl ProxyHttp for Sekisho {
             .get(http::header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0")
             || req.headers.contains_key(http::header::TRANSFER_ENCODING);
-        let mut header = ResponseHeader::build(response.status, Some(5))?;
-        header.insert_header(http::header::CONTENT_LENGTH, response.body.len())?;
-        header.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-        header.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        let mut header = forward::local_header(response.status, response.body.len())?;
         if let (true, Some(secs)) = (response.retry_after, retry_after) {
             header.insert_header(http::header::RETRY_AFTER, secs)?;
         }
@@ -334,37 +395,17 @@ impl ProxyHttp for Sekisho {
             session.set_keepalive(None);
         }
         let body_follows = !is_head && !response.body.is_empty();
-        session
-            .write_response_header(Box::new(header), !body_follows)
-            .await?;
+        session.write_response_header(header).await?;
         if body_follows {
             session
-                .write_response_body(Some(response.body.clone()), true)
+                .write_response_body(response.body.clone(), true)
                 .await?;
         }
-        Ok(true)
+        Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let pool = &ctx.snapshot.upstreams;
-        let start = *ctx.start.get_or_insert_with(|| pool.start());
-        ctx.upstream_since
-            .get_or_insert_with(std::time::Instant::now);
-        let Some(idx) = pool.pick(start, ctx.tries, self.state.clock.now()) else {
-            return Error::e_explain(ErrorType::ConnectNoRoute, "no upstream configured");
-        };
-        ctx.peer = idx;
-        ctx.tries += 1;
-        let o = &ctx.snapshot.config.upstream_options;
-        let mut peer = HttpPeer::new(pool.addr(idx), false, String::new());
-        peer.options.connection_timeout = Some(o.connect_timeout);
-        peer.options.read_timeout = Some(o.read_timeout);
-        peer.options.write_timeout = Some(o.write_timeout);
-        peer.options.idle_timeout = Some(o.idle_timeout);
-        Ok(Box::new(peer))
-    }
-
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    /// After the response: the decision log, autoban, upstream metrics.
+    fn logging(&self, session: &ServerSession, ctx: &Ctx) {
         self.log_decision(session, ctx);
         self.observe(session, ctx);
         let Some(since) = ctx.upstream_since else {
@@ -372,26 +413,9 @@ impl ProxyHttp for Sekisho {
         };
         let m = &self.state.metrics;
         m.upstream_duration.observe(since.elapsed().as_secs_f64());
-        if e.is_some() {
+        if ctx.upstream_failed {
             m.upstream_errors.inc();
-        } else if let Some(resp) = session.response_written() {
-            m.upstream_response(resp.status.as_u16());
         }
-    }
-
-    fn fail_to_connect(
-        &self,
-        _session: &mut Session,
-        _peer: &HttpPeer,
-        ctx: &mut Ctx,
-        mut e: Box<Error>,
-    ) -> Box<Error> {
-        let pool = &ctx.snapshot.upstreams;
-        pool.mark_down(ctx.peer, self.state.clock.now());
-        if ctx.tries < pool.len() {
-            e.set_retry(true);
-        }
-        e
     }
 }
 
@@ -400,7 +424,7 @@ impl Sekisho {
     /// rate-limit refusal (`kind: limited`; a limit's own 403 or 429 is not also a status
     /// event). Allow-listed clients, clients under a ban (either mode), and requests refused by
     /// the deny list are not counted.
-    fn observe(&self, session: &Session, ctx: &Ctx) {
+    fn observe(&self, session: &ServerSession, ctx: &Ctx) {
         let policies = &ctx.snapshot.config.defense.autoban;
         let Some((decision, ip, _)) = ctx.decided else {
             return;
@@ -446,7 +470,7 @@ impl Sekisho {
     }
 
     /// Writes the decision log line of a finished request, if it is one to log.
-    fn log_decision(&self, session: &Session, ctx: &Ctx) {
+    fn log_decision(&self, session: &ServerSession, ctx: &Ctx) {
         let (Some(log), Some((decision, ip, country))) = (&self.state.decision_log, ctx.decided)
         else {
             return;

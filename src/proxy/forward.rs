@@ -1,0 +1,612 @@
+//! The upstream half of a request: pick a peer, take an idle keep-alive connection (or open
+//! one), send the request and its body, stream the response back, and return the connection.
+//!
+//! Framing on both sides is Pingora's hardened HTTP/1 code (`v1::server` downstream,
+//! `v1::client` upstream); what lives here is the orchestration that `pingora-proxy` would do
+//! with more machinery than sekisho needs: no channels between two tasks, no per-connection idle
+//! task in the pool, no cache or module phases. Idle connections wait in [`IdleConns`], a
+//! bounded LIFO per peer address that outlives snapshots; a connection the upstream closed
+//! while idle is found by a non-blocking read probe when it is taken, and one idle longer than
+//! `idle_timeout` is closed then or by the housekeeping sweep.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
+use http::header::{self, HeaderName};
+use http::Version;
+use parking_lot::Mutex;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use tokio::io::AsyncReadExt;
+
+use super::{Ctx, Sekisho};
+use crate::limiter::{Clock, Nanos};
+
+/// Idle keep-alive connections to upstream peers, newest last, at most `cap` in all.
+#[derive(Debug)]
+pub struct IdleConns {
+    by_peer: Mutex<HashMap<SocketAddr, Vec<(Stream, Nanos)>>>,
+    cap: usize,
+}
+
+impl IdleConns {
+    /// An empty pool that keeps at most `cap` idle connections (0: no reuse).
+    pub fn new(cap: usize) -> Self {
+        Self {
+            by_peer: Mutex::new(HashMap::new()),
+            cap,
+        }
+    }
+
+    /// The newest idle connection to `addr` that is still open and was returned less than
+    /// `max_idle` ago; older ones are closed on the way.
+    pub fn take(&self, addr: SocketAddr, now: Nanos, max_idle: Nanos) -> Option<Stream> {
+        loop {
+            let (stream, stale) = {
+                let mut map = self.by_peer.lock();
+                let list = map.get_mut(&addr)?;
+                let fresh_from = list.partition_point(|(_, at)| now.saturating_sub(*at) > max_idle);
+                let stale: Vec<_> = list.drain(..fresh_from).collect();
+                (list.pop(), stale)
+            };
+            drop(stale); // closed outside the lock
+            let mut stream = stream?.0;
+            if still_open(&mut stream) {
+                return Some(stream);
+            }
+        }
+    }
+
+    /// Keeps `stream` for the next request to `addr`, unless the pool is full.
+    pub fn put(&self, addr: SocketAddr, stream: Stream, now: Nanos) {
+        let mut map = self.by_peer.lock();
+        let total: usize = map.values().map(Vec::len).sum();
+        if total < self.cap {
+            map.entry(addr).or_default().push((stream, now));
+        } else {
+            drop(map);
+            drop(stream);
+        }
+    }
+
+    /// Closes the connections idle longer than `max_idle`; returns how many are kept.
+    pub fn sweep(&self, now: Nanos, max_idle: Nanos) -> usize {
+        let stale: Vec<_> = {
+            let mut map = self.by_peer.lock();
+            let mut stale = Vec::new();
+            for list in map.values_mut() {
+                let fresh_from = list.partition_point(|(_, at)| now.saturating_sub(*at) > max_idle);
+                stale.extend(list.drain(..fresh_from));
+            }
+            map.retain(|_, list| !list.is_empty());
+            stale
+        };
+        drop(stale);
+        self.len()
+    }
+
+    /// Idle connections kept now.
+    pub fn len(&self) -> usize {
+        self.by_peer.lock().values().map(Vec::len).sum()
+    }
+
+    /// Whether no connection is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whether an idle connection is still usable: reading from it would wait. A connection that
+/// reads end-of-file, an error or unexpected bytes is not.
+fn still_open(stream: &mut Stream) -> bool {
+    let mut byte = [0u8; 1];
+    let read = pin!(tokio::task::unconstrained(stream.read(&mut byte)));
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(read.poll(&mut cx), Poll::Pending)
+}
+
+/// A new TCP connection to `addr` within `timeout`, with Nagle off.
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Stream> {
+    let tcp = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            return Error::e_because(
+                ErrorType::ConnectRefused,
+                format!("connecting to {addr}"),
+                e,
+            )
+        }
+        Err(_) => {
+            return Error::e_explain(
+                ErrorType::ConnectTimedout,
+                format!("connecting to {addr}: no answer within {timeout:?}"),
+            )
+        }
+    };
+    tcp.set_nodelay(true)
+        .or_err(ErrorType::ConnectError, "setting TCP_NODELAY")?;
+    Ok(Box::new(pingora::protocols::l4::stream::Stream::from(tcp)))
+}
+
+/// Request fields that describe one hop, not the request (RFC 9110 7.6.1), and are not passed on.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+    "http2-settings",
+];
+
+/// Fields a `Connection` header may not remove (its nominations are removed otherwise).
+const PROTECTED: [&str; 6] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "x-forwarded-for",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// The request as upstream gets it: HTTP/1.1, the downstream's hop-by-hop fields and the
+/// fields its `Connection` names removed, a WebSocket handshake kept, framing that matches how
+/// the body will be written (`Content-Length`, else chunked), and no `Expect` (sekisho answers
+/// `100 Continue` itself).
+pub fn upstream_request(down: &RequestHeader, has_body: bool) -> Result<Box<RequestHeader>> {
+    let mut req = Box::new(down.clone());
+    req.set_version(Version::HTTP_11);
+    let websocket = is_websocket_upgrade(down);
+    for value in down.headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty()
+                || PROTECTED
+                    .iter()
+                    .any(|p| token.eq_ignore_ascii_case(p.as_bytes()))
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                req.remove_header(&name);
+            }
+        }
+    }
+    for name in HOP_BY_HOP {
+        if req.headers.contains_key(name) {
+            req.remove_header(name);
+        }
+    }
+    if websocket {
+        req.insert_header(header::CONNECTION, "Upgrade")?;
+        req.insert_header(header::UPGRADE, "websocket")?;
+    }
+    if down.headers.contains_key(header::EXPECT) {
+        req.remove_header(&header::EXPECT);
+    }
+    if down.headers.contains_key(header::TRANSFER_ENCODING) {
+        // The downstream body is chunked (Pingora reads it so); whatever Content-Length came
+        // with it is not what upstream will get.
+        req.remove_header(&header::TRANSFER_ENCODING);
+        req.remove_header(&header::CONTENT_LENGTH);
+    }
+    if has_body && !req.headers.contains_key(header::CONTENT_LENGTH) {
+        req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+    }
+    Ok(req)
+}
+
+/// A WebSocket opening handshake (RFC 6455 4.1): HTTP/1.1 GET, `Upgrade: websocket` and a
+/// `Connection` that names `upgrade`.
+fn is_websocket_upgrade(req: &RequestHeader) -> bool {
+    req.version == Version::HTTP_11
+        && req.method == http::Method::GET
+        && req
+            .headers
+            .get(header::UPGRADE)
+            .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && req.headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        })
+}
+
+/// Response fields that describe the upstream hop. `Connection` is set by Pingora's writer.
+const RESPONSE_HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "trailer"];
+
+/// Why forwarding stopped early.
+enum Failure {
+    /// Upstream failed before its response header arrived: answer it with this status.
+    Answer(u16, Box<Error>),
+    /// The client went away or upstream broke after the response started: close quietly.
+    Broken(Box<Error>),
+}
+
+impl Sekisho {
+    /// Sends the request upstream and streams the response back. Upstream failures before a
+    /// response header are answered (502, or 504 on a timeout) and counted; an error is
+    /// returned only when the connection to the client cannot be reused.
+    pub(super) async fn forward(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
+        ctx.upstream_since = Some(Instant::now());
+        match self.exchange(session, ctx).await {
+            Ok(()) => Ok(()),
+            Err(Failure::Answer(status, e)) => {
+                ctx.upstream_failed = true;
+                tracing::debug!(error = %e, status, "upstream failed");
+                if !session.is_body_done() {
+                    session.set_keepalive(None);
+                }
+                session.respond_error(status).await?;
+                Ok(())
+            }
+            Err(Failure::Broken(e)) => {
+                ctx.upstream_failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    async fn exchange(&self, session: &mut ServerSession, ctx: &Ctx) -> Result<(), Failure> {
+        let snap = &ctx.snapshot;
+        let pool = &snap.upstreams;
+        let o = &snap.config.upstream_options;
+        let max_idle = u64::try_from(o.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let has_body = !session.is_body_empty();
+        let method = session.req_header().method.clone();
+        if has_body && expects_continue(session.req_header()) {
+            session
+                .write_continue_response()
+                .await
+                .map_err(Failure::Broken)?;
+        }
+        let start = pool.start();
+        let mut tries = 0;
+        let mut pooled = true;
+        loop {
+            let now = self.state.clock.now();
+            let Some(idx) = pool.pick(start, tries, now) else {
+                let e = Error::explain(ErrorType::ConnectNoRoute, "no upstream configured");
+                return Err(Failure::Answer(502, e));
+            };
+            tries += 1;
+            let addr = pool.addr(idx);
+            let idle = if pooled {
+                self.state.conns.take(addr, now, max_idle)
+            } else {
+                None
+            };
+            let reused = idle.is_some();
+            let stream = match idle {
+                Some(s) => s,
+                None => match connect(addr, o.connect_timeout).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        pool.mark_down(idx, now);
+                        if tries < pool.len() {
+                            continue;
+                        }
+                        return Err(Failure::Answer(status_for(&e), e));
+                    }
+                },
+            };
+            let mut up = UpstreamSession::new(stream);
+            up.read_timeout = Some(o.read_timeout);
+            up.write_timeout = Some(o.write_timeout);
+            let req = upstream_request(session.req_header(), has_body)
+                .map_err(|e| Failure::Answer(400, e))?;
+            // A reused connection may have been closed by upstream a moment ago: a request whose
+            // header could not be sent, or that got no answer, is tried again on a new
+            // connection, as long as no body byte was taken from the client.
+            let sent = up.write_request_header(req).await;
+            if let Err(e) = sent {
+                if reused && !has_body && status_for(&e) == 502 {
+                    tries -= 1;
+                    pooled = false;
+                    continue;
+                }
+                return Err(Failure::Answer(status_for(&e), e));
+            }
+            if has_body {
+                send_body(session, &mut up).await?;
+            }
+            match read_final_header(session, &mut up).await {
+                Ok(()) => {}
+                // nginx's rule: a request that may have reached upstream is sent again only
+                // when repeating it is harmless
+                Err(Failure::Answer(502, _)) if reused && !has_body && idempotent(&method) => {
+                    tries -= 1;
+                    pooled = false;
+                    continue;
+                }
+                Err(f) => return Err(f),
+            }
+            let Some(mut resp) = up.resp_header().map(|h| Box::new(h.clone())) else {
+                let e = Error::explain(ErrorType::InvalidHTTPHeader, "no response header");
+                return Err(Failure::Answer(502, e));
+            };
+            let status = resp.status.as_u16();
+            for name in RESPONSE_HOP_BY_HOP {
+                if resp.headers.contains_key(name) {
+                    resp.remove_header(name);
+                }
+            }
+            session
+                .write_response_header(resp)
+                .await
+                .map_err(Failure::Broken)?;
+            if status == 101 {
+                return tunnel(session, &mut up).await.map_err(Failure::Broken);
+            }
+            while !up.is_body_done() {
+                match up.read_body_bytes().await.map_err(Failure::Broken)? {
+                    Some(chunk) => {
+                        let end = up.is_body_done();
+                        session
+                            .write_response_body(chunk, end)
+                            .await
+                            .map_err(Failure::Broken)?;
+                    }
+                    None => break,
+                }
+            }
+            self.state.metrics.upstream_response(status);
+            up.respect_keepalive();
+            if let Some(stream) = up.reuse().await {
+                self.state.conns.put(addr, stream, self.state.clock.now());
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Copies the client's request body to upstream.
+async fn send_body(session: &mut ServerSession, up: &mut UpstreamSession) -> Result<(), Failure> {
+    while let Some(chunk) = session.read_request_body().await.map_err(Failure::Broken)? {
+        up.write_body(&chunk)
+            .await
+            .map_err(|e| Failure::Answer(status_for(&e), e))?;
+    }
+    up.finish_body()
+        .await
+        .map_err(|e| Failure::Answer(status_for(&e), e))?;
+    Ok(())
+}
+
+/// Reads response headers up to the final one (or `101`), passing informational ones other
+/// than `100` on to the client.
+async fn read_final_header(
+    session: &mut ServerSession,
+    up: &mut UpstreamSession,
+) -> Result<(), Failure> {
+    loop {
+        up.read_response()
+            .await
+            .map_err(|e| Failure::Answer(status_for(&e), e))?;
+        let Some(h) = up.resp_header() else {
+            let e = Error::explain(ErrorType::InvalidHTTPHeader, "no response header");
+            return Err(Failure::Answer(502, e));
+        };
+        let status = h.status.as_u16();
+        if !(100..200).contains(&status) || status == 101 {
+            return Ok(());
+        }
+        if status != 100 {
+            session
+                .write_response_header(Box::new(h.clone()))
+                .await
+                .map_err(Failure::Broken)?;
+        }
+    }
+}
+
+/// After `101 Switching Protocols`: bytes both ways until either side closes.
+async fn tunnel(session: &mut ServerSession, up: &mut UpstreamSession) -> Result<()> {
+    up.maybe_upgrade_body_writer();
+    let mut client_open = true;
+    loop {
+        tokio::select! {
+            from_client = session.read_request_body(), if client_open => match from_client? {
+                Some(bytes) => {
+                    up.write_body(&bytes).await?;
+                }
+                None => {
+                    client_open = false;
+                    up.finish_body().await?;
+                }
+            },
+            from_upstream = up.read_body_bytes() => match from_upstream? {
+                Some(bytes) => session.write_response_body(bytes, false).await?,
+                None => return Ok(()),
+            },
+        }
+    }
+}
+
+/// Methods whose repetition has the effect of one request (RFC 9110 9.2.2).
+fn idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
+
+/// `Expect: 100-continue` (RFC 9110 10.1.1).
+fn expects_continue(req: &RequestHeader) -> bool {
+    req.headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// 504 for an upstream that did not answer in time, 502 for any other upstream failure.
+fn status_for(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+        _ => 502,
+    }
+}
+
+/// For the refusal writer: the response header of a local answer.
+pub fn local_header(status: u16, len: usize) -> Result<Box<ResponseHeader>> {
+    let mut header = ResponseHeader::build(status, Some(5))?;
+    header.insert_header(header::CONTENT_LENGTH, len)?;
+    header.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    header.insert_header(header::CACHE_CONTROL, "no-store")?;
+    Ok(Box::new(header))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(lines: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        for (k, v) in lines {
+            req.append_header(k.to_string(), *v).expect("header");
+        }
+        req
+    }
+
+    #[test]
+    fn hop_by_hop_and_nominated_fields_are_not_passed_on() {
+        let down = request(&[
+            ("Host", "example.com"),
+            ("Connection", "keep-alive, X-Secret, Host"),
+            ("Keep-Alive", "timeout=5"),
+            ("X-Secret", "1"),
+            ("Proxy-Authorization", "Basic x"),
+            ("TE", "trailers"),
+            ("Accept", "*/*"),
+        ]);
+        let up = upstream_request(&down, false).expect("request");
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "proxy-authorization",
+            "te",
+        ] {
+            assert!(!up.headers.contains_key(gone), "{gone} was passed on");
+        }
+        assert_eq!(
+            up.headers.get("host").map(|v| v.as_bytes()),
+            Some(&b"example.com"[..])
+        );
+        assert_eq!(
+            up.headers.get("accept").map(|v| v.as_bytes()),
+            Some(&b"*/*"[..])
+        );
+        assert_eq!(up.version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn websocket_handshake_is_kept_other_upgrades_are_not() {
+        let ws = request(&[
+            ("Connection", "keep-alive, Upgrade"),
+            ("Upgrade", "WebSocket"),
+        ]);
+        let up = upstream_request(&ws, false).expect("request");
+        assert_eq!(
+            up.headers.get("upgrade").map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            up.headers.get("connection").map(|v| v.as_bytes()),
+            Some(&b"Upgrade"[..])
+        );
+        let h2c = request(&[
+            ("Connection", "Upgrade, HTTP2-Settings"),
+            ("Upgrade", "h2c"),
+        ]);
+        let up = upstream_request(&h2c, false).expect("request");
+        assert!(!up.headers.contains_key("upgrade"));
+        assert!(!up.headers.contains_key("connection"));
+    }
+
+    #[test]
+    fn framing_matches_the_body_that_will_be_written() {
+        let chunked = request(&[("Transfer-Encoding", "chunked"), ("Content-Length", "5")]);
+        let up = upstream_request(&chunked, true).expect("request");
+        assert!(!up.headers.contains_key("content-length"));
+        assert_eq!(
+            up.headers.get("transfer-encoding").map(|v| v.as_bytes()),
+            Some(&b"chunked"[..])
+        );
+        let sized = request(&[("Content-Length", "5"), ("Expect", "100-continue")]);
+        let up = upstream_request(&sized, true).expect("request");
+        assert_eq!(
+            up.headers.get("content-length").map(|v| v.as_bytes()),
+            Some(&b"5"[..])
+        );
+        assert!(!up.headers.contains_key("transfer-encoding"));
+        assert!(!up.headers.contains_key("expect"));
+        let empty = upstream_request(&request(&[]), false).expect("request");
+        assert!(!empty.headers.contains_key("transfer-encoding"));
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_reused_newest_first_and_closed_when_stale() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                held.push(listener.accept().await.expect("accept").0);
+            }
+            held
+        });
+        let pool = IdleConns::new(2);
+        let secs = 1_000_000_000;
+        let a = connect(addr, Duration::from_secs(1)).await.expect("a");
+        let b = connect(addr, Duration::from_secs(1)).await.expect("b");
+        let c = connect(addr, Duration::from_secs(1)).await.expect("c");
+        let held = accept.await.expect("accepted");
+        pool.put(addr, a, 0);
+        pool.put(addr, b, secs);
+        pool.put(addr, c, 2 * secs); // over the cap: closed
+        assert_eq!(pool.len(), 2);
+        // a is idle longer than 5 s at t=6 s and closed; b is taken
+        assert!(pool.take(addr, 6 * secs, 5 * secs).is_some());
+        assert!(pool.is_empty());
+        drop(held);
+        // a connection the peer closed is not handed out
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut e = connect(addr, Duration::from_secs(1)).await.expect("e");
+        let (peer_side, _) = listener.accept().await.expect("accept");
+        assert!(still_open(&mut e));
+        drop(peer_side);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pool.put(addr, e, 7 * secs);
+        assert_eq!(pool.len(), 1);
+        assert!(pool.take(addr, 7 * secs, 5 * secs).is_none());
+        assert!(pool.is_empty());
+        let f = connect(addr, Duration::from_secs(1)).await.expect("f");
+        pool.put(addr, f, 7 * secs);
+        assert_eq!(
+            pool.sweep(8 * secs, 5 * secs),
+            1,
+            "fresh connections are kept"
+        );
+        assert_eq!(pool.sweep(13 * secs, 5 * secs), 0, "stale ones are closed");
+    }
+}
