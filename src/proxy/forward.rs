@@ -9,22 +9,20 @@
 //! while idle is found by a non-blocking read probe when it is taken, and one idle longer than
 //! `idle_timeout` is closed then or by the housekeeping sweep.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 use http::header::{self, HeaderName};
 use http::Version;
+use nix::errno::Errno;
+use nix::sys::socket::{recv, MsgFlags};
 use parking_lot::Mutex;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
-use tokio::io::AsyncReadExt;
 
 use super::{Ctx, Sekisho};
 use crate::limiter::{Clock, Nanos};
@@ -57,8 +55,8 @@ impl IdleConns {
                 (list.pop(), stale)
             };
             drop(stale); // closed outside the lock
-            let mut stream = stream?.0;
-            if still_open(&mut stream) {
+            let stream = stream?.0;
+            if still_open(&stream) {
                 return Some(stream);
             }
         }
@@ -103,13 +101,14 @@ impl IdleConns {
     }
 }
 
-/// Whether an idle connection is still usable: reading from it would wait. A connection that
-/// reads end-of-file, an error or unexpected bytes is not.
-fn still_open(stream: &mut Stream) -> bool {
+/// Whether an idle connection is still usable: a peek at its socket would wait. One that has
+/// reached end-of-file, failed, or holds bytes nobody asked for is not. This asks the kernel
+/// (one `recv(MSG_PEEK | MSG_DONTWAIT)`), not the runtime's readiness cache, which may not have
+/// seen the upstream's FIN yet.
+fn still_open(stream: &Stream) -> bool {
     let mut byte = [0u8; 1];
-    let read = pin!(tokio::task::unconstrained(stream.read(&mut byte)));
-    let mut cx = Context::from_waker(Waker::noop());
-    matches!(read.poll(&mut cx), Poll::Pending)
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    matches!(recv(stream.id(), &mut byte, flags), Err(Errno::EAGAIN))
 }
 
 /// A new TCP connection to `addr` within `timeout`, with Nagle off.
@@ -591,9 +590,9 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut e = connect(addr, Duration::from_secs(1)).await.expect("e");
+        let e = connect(addr, Duration::from_secs(1)).await.expect("e");
         let (peer_side, _) = listener.accept().await.expect("accept");
-        assert!(still_open(&mut e));
+        assert!(still_open(&e));
         drop(peer_side);
         tokio::time::sleep(Duration::from_millis(50)).await;
         pool.put(addr, e, 7 * secs);
