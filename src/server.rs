@@ -25,6 +25,7 @@ pub fn build(
 ) -> Result<(Server, Arc<State>), String> {
     let conf = ServerConf {
         threads: config.threads,
+        work_stealing: config.work_stealing,
         upstream_keepalive_pool_size: config.upstream_options.pool_size,
         grace_period_seconds: Some(config.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.graceful_shutdown_timeout.as_secs()),

@@ -53,6 +53,9 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// `threads:` (restart to change).
     pub threads: usize,
+    /// `work_stealing:` (restart to change): one shared scheduler over the threads instead of
+    /// each connection staying on the thread that accepted it (default false).
+    pub work_stealing: bool,
     /// `grace_period:`: how long a graceful stop keeps serving in-flight requests.
     pub grace_period: Duration,
     /// `graceful_shutdown_timeout:`: the hard limit after the grace period.
@@ -583,6 +586,7 @@ impl Validator<'_> {
             path: self.file.clone(),
             listen,
             threads,
+            work_stealing: raw.work_stealing.as_ref().is_some_and(|w| w.value),
             grace_period,
             graceful_shutdown_timeout,
             upstreams,

@@ -13,6 +13,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub listen: Vec<S<String>>,
     pub threads: Option<S<usize>>,
+    pub work_stealing: Option<S<bool>>,
     pub grace_period: Option<S<String>>,
     pub graceful_shutdown_timeout: Option<S<String>>,
     #[serde(default)]

@@ -86,6 +86,12 @@ fn defaults_are_safe() {
     assert!(c.client_ip.trusted_proxies.is_empty());
     assert_eq!(c.max_tracked_keys, DEFAULT_MAX_TRACKED_KEYS);
     assert!(c.policy.rules.is_empty());
+    assert!(
+        !c.work_stealing,
+        "connections stay on their thread by default"
+    );
+    let c = parse_str("upstreams: [\"127.0.0.1:8000\"]\nwork_stealing: true\n").unwrap();
+    assert!(c.work_stealing);
 }
 
 #[test]

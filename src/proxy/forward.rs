@@ -10,6 +10,7 @@
 //! `idle_timeout` is closed then or by the housekeeping sweep.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
@@ -27,28 +28,53 @@ use pingora::protocols::Stream;
 use super::{Ctx, Sekisho};
 use crate::limiter::{Clock, Nanos};
 
-/// Idle keep-alive connections to upstream peers, newest last, at most `cap` in all.
+/// Idle keep-alive connections to upstream peers, newest last, at most `cap` in all, in one
+/// shard per worker thread: with `work_stealing: false` a connection stays with the thread
+/// (and the I/O driver) that opened it, and threads do not contend for one lock.
 #[derive(Debug)]
 pub struct IdleConns {
-    by_peer: Mutex<HashMap<SocketAddr, Vec<(Stream, Nanos)>>>,
-    cap: usize,
+    shards: Box<[Mutex<Shard>]>,
+    cap_per_shard: usize,
+}
+
+type Shard = HashMap<SocketAddr, Vec<(Stream, Nanos)>>;
+
+thread_local! {
+    /// This thread's shard number, handed out in turn on first use.
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
 }
 
 impl IdleConns {
-    /// An empty pool that keeps at most `cap` idle connections (0: no reuse).
-    pub fn new(cap: usize) -> Self {
+    /// An empty pool that keeps at most `cap` idle connections (0: no reuse) over `threads`
+    /// worker threads.
+    pub fn new(cap: usize, threads: usize) -> Self {
+        let n = threads.clamp(1, cap.max(1));
         Self {
-            by_peer: Mutex::new(HashMap::new()),
-            cap,
+            shards: (0..n).map(|_| Mutex::new(Shard::new())).collect(),
+            cap_per_shard: cap / n,
         }
     }
 
-    /// The newest idle connection to `addr` that is still open and was returned less than
-    /// `max_idle` ago; older ones are closed on the way.
-    pub fn take(&self, addr: SocketAddr, now: Nanos, max_idle: Nanos) -> Option<Stream> {
+    fn shard(&self) -> &Mutex<Shard> {
+        &self.shards[SHARD.with(|s| *s) % self.shards.len()]
+    }
+
+    /// The newest idle connection to `addr` returned less than `max_idle` ago (older ones are
+    /// closed on the way), checked with [`still_open`] first when `probe` is set.
+    pub fn take(
+        &self,
+        addr: SocketAddr,
+        now: Nanos,
+        max_idle: Nanos,
+        probe: bool,
+    ) -> Option<Stream> {
+        let shard = self.shard();
         loop {
             let (stream, stale) = {
-                let mut map = self.by_peer.lock();
+                let mut map = shard.lock();
                 let list = map.get_mut(&addr)?;
                 let fresh_from = list.partition_point(|(_, at)| now.saturating_sub(*at) > max_idle);
                 let stale: Vec<_> = list.drain(..fresh_from).collect();
@@ -56,17 +82,17 @@ impl IdleConns {
             };
             drop(stale); // closed outside the lock
             let stream = stream?.0;
-            if still_open(&stream) {
+            if !probe || still_open(&stream) {
                 return Some(stream);
             }
         }
     }
 
-    /// Keeps `stream` for the next request to `addr`, unless the pool is full.
+    /// Keeps `stream` for the next request to `addr`, unless this thread's share is full.
     pub fn put(&self, addr: SocketAddr, stream: Stream, now: Nanos) {
-        let mut map = self.by_peer.lock();
-        let total: usize = map.values().map(Vec::len).sum();
-        if total < self.cap {
+        let mut map = self.shard().lock();
+        let kept: usize = map.values().map(Vec::len).sum();
+        if kept < self.cap_per_shard {
             map.entry(addr).or_default().push((stream, now));
         } else {
             drop(map);
@@ -76,23 +102,31 @@ impl IdleConns {
 
     /// Closes the connections idle longer than `max_idle`; returns how many are kept.
     pub fn sweep(&self, now: Nanos, max_idle: Nanos) -> usize {
-        let stale: Vec<_> = {
-            let mut map = self.by_peer.lock();
-            let mut stale = Vec::new();
-            for list in map.values_mut() {
-                let fresh_from = list.partition_point(|(_, at)| now.saturating_sub(*at) > max_idle);
-                stale.extend(list.drain(..fresh_from));
-            }
-            map.retain(|_, list| !list.is_empty());
-            stale
-        };
-        drop(stale);
-        self.len()
+        let mut kept = 0;
+        for shard in self.shards.iter() {
+            let stale: Vec<_> = {
+                let mut map = shard.lock();
+                let mut stale = Vec::new();
+                for list in map.values_mut() {
+                    let fresh_from =
+                        list.partition_point(|(_, at)| now.saturating_sub(*at) > max_idle);
+                    stale.extend(list.drain(..fresh_from));
+                }
+                map.retain(|_, list| !list.is_empty());
+                kept += map.values().map(Vec::len).sum::<usize>();
+                stale
+            };
+            drop(stale);
+        }
+        kept
     }
 
     /// Idle connections kept now.
     pub fn len(&self) -> usize {
-        self.by_peer.lock().values().map(Vec::len).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().values().map(Vec::len).sum::<usize>())
+            .sum()
     }
 
     /// Whether no connection is kept.
@@ -280,7 +314,10 @@ impl Sekisho {
             tries += 1;
             let addr = pool.addr(idx);
             let idle = if pooled {
-                self.state.conns.take(addr, now, max_idle)
+                // A request that may be sent again finds a dead connection by failing on it;
+                // one that may not is checked first (a syscall).
+                let probe = has_body || !idempotent(&method);
+                self.state.conns.take(addr, now, max_idle, probe)
             } else {
                 None
             };
@@ -571,7 +608,7 @@ mod tests {
             }
             held
         });
-        let pool = IdleConns::new(2);
+        let pool = IdleConns::new(2, 1);
         let secs = 1_000_000_000;
         let a = connect(addr, Duration::from_secs(1)).await.expect("a");
         let b = connect(addr, Duration::from_secs(1)).await.expect("b");
@@ -582,7 +619,7 @@ mod tests {
         pool.put(addr, c, 2 * secs); // over the cap: closed
         assert_eq!(pool.len(), 2);
         // a is idle longer than 5 s at t=6 s and closed; b is taken
-        assert!(pool.take(addr, 6 * secs, 5 * secs).is_some());
+        assert!(pool.take(addr, 6 * secs, 5 * secs, true).is_some());
         assert!(pool.is_empty());
         drop(held);
         // a connection the peer closed is not handed out
@@ -597,7 +634,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         pool.put(addr, e, 7 * secs);
         assert_eq!(pool.len(), 1);
-        assert!(pool.take(addr, 7 * secs, 5 * secs).is_none());
+        assert!(pool.take(addr, 7 * secs, 5 * secs, true).is_none());
         assert!(pool.is_empty());
         let f = connect(addr, Duration::from_secs(1)).await.expect("f");
         pool.put(addr, f, 7 * secs);

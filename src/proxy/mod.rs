@@ -140,7 +140,7 @@ impl State {
     /// State for a first config; its slots must come from `slots` and its lists from `cache`.
     pub fn new(config: Config, slots: SlotRegistry, cache: ListCache) -> Self {
         let limiter = Limiter::new(config.max_tracked_keys);
-        let conns = IdleConns::new(config.upstream_options.pool_size);
+        let conns = IdleConns::new(config.upstream_options.pool_size, config.threads);
         slots.commit(&config.policy);
         let metrics = Metrics::new();
         metrics.last_reload_success.set(unix_now() as i64);

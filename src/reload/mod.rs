@@ -116,6 +116,9 @@ fn warn_restart_only(o: &config::Config, n: &config::Config) {
     if n.threads != o.threads {
         changed.push("threads");
     }
+    if n.work_stealing != o.work_stealing {
+        changed.push("work_stealing");
+    }
     if n.max_tracked_keys != o.max_tracked_keys {
         changed.push("max_tracked_keys");
     }
