@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hashbrown::HashMap;
 use http::header::{self, HeaderName};
@@ -169,16 +169,16 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Stream> {
 }
 
 /// Request fields that describe one hop, not the request (RFC 9110 7.6.1), and are not passed on.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-    "http2-settings",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Fields a `Connection` header may not remove (its nominations are removed otherwise).
@@ -198,6 +198,21 @@ const PROTECTED: [&str; 6] = [
 pub fn upstream_request(down: &RequestHeader, has_body: bool) -> Result<Box<RequestHeader>> {
     let mut req = Box::new(down.clone());
     req.set_version(Version::HTTP_11);
+    // One look at the names; most requests carry none of these and are passed on as they are.
+    let mut to_strip = false;
+    let mut sized = false;
+    for name in down.headers.keys() {
+        sized |= name == header::CONTENT_LENGTH;
+        to_strip |= name == header::EXPECT
+            || name == header::TRANSFER_ENCODING
+            || HOP_BY_HOP.contains(name);
+    }
+    if !to_strip {
+        if has_body && !sized {
+            req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+        }
+        return Ok(req);
+    }
     let websocket = is_websocket_upgrade(down);
     for value in down.headers.get_all(header::CONNECTION) {
         for token in value.as_bytes().split(|b| *b == b',') {
@@ -214,18 +229,14 @@ pub fn upstream_request(down: &RequestHeader, has_body: bool) -> Result<Box<Requ
             }
         }
     }
-    for name in HOP_BY_HOP {
-        if req.headers.contains_key(name) {
-            req.remove_header(name);
-        }
+    for name in &HOP_BY_HOP {
+        req.remove_header(name);
     }
     if websocket {
         req.insert_header(header::CONNECTION, "Upgrade")?;
         req.insert_header(header::UPGRADE, "websocket")?;
     }
-    if down.headers.contains_key(header::EXPECT) {
-        req.remove_header(&header::EXPECT);
-    }
+    req.remove_header(&header::EXPECT);
     if down.headers.contains_key(header::TRANSFER_ENCODING) {
         // The downstream body is chunked (Pingora reads it so); whatever Content-Length came
         // with it is not what upstream will get.
@@ -255,7 +266,11 @@ fn is_websocket_upgrade(req: &RequestHeader) -> bool {
 }
 
 /// Response fields that describe the upstream hop. `Connection` is set by Pingora's writer.
-const RESPONSE_HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "trailer"];
+static RESPONSE_HOP_BY_HOP: [HeaderName; 3] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRAILER,
+];
 
 /// Why forwarding stopped early.
 enum Failure {
@@ -270,7 +285,7 @@ impl Sekisho {
     /// response header are answered (502, or 504 on a timeout) and counted; an error is
     /// returned only when the connection to the client cannot be reused.
     pub(super) async fn forward(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
-        ctx.upstream_since = Some(Instant::now());
+        ctx.upstream_since = Some(ctx.now);
         match self.exchange(session, ctx).await {
             Ok(()) => Ok(()),
             Err(Failure::Answer(status, e)) => {
@@ -295,7 +310,6 @@ impl Sekisho {
         let o = &snap.config.upstream_options;
         let max_idle = u64::try_from(o.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         let has_body = !session.is_body_empty();
-        let method = session.req_header().method.clone();
         if has_body && expects_continue(session.req_header()) {
             session
                 .write_continue_response()
@@ -305,8 +319,10 @@ impl Sekisho {
         let start = pool.start();
         let mut tries = 0;
         let mut pooled = true;
+        // The judge's time serves the peer choice and the pool's idle check: both work in
+        // seconds.
+        let now = ctx.now;
         loop {
-            let now = self.state.clock.now();
             let Some(idx) = pool.pick(start, tries, now) else {
                 let e = Error::explain(ErrorType::ConnectNoRoute, "no upstream configured");
                 return Err(Failure::Answer(502, e));
@@ -316,7 +332,7 @@ impl Sekisho {
             let idle = if pooled {
                 // A request that may be sent again finds a dead connection by failing on it;
                 // one that may not is checked first (a syscall).
-                let probe = has_body || !idempotent(&method);
+                let probe = has_body || !idempotent(&session.req_header().method);
                 self.state.conns.take(addr, now, max_idle, probe)
             } else {
                 None
@@ -359,7 +375,9 @@ impl Sekisho {
                 Ok(()) => {}
                 // nginx's rule: a request that may have reached upstream is sent again only
                 // when repeating it is harmless
-                Err(Failure::Answer(502, _)) if reused && !has_body && idempotent(&method) => {
+                Err(Failure::Answer(502, _))
+                    if reused && !has_body && idempotent(&session.req_header().method) =>
+                {
                     tries -= 1;
                     pooled = false;
                     continue;
@@ -371,8 +389,8 @@ impl Sekisho {
                 return Err(Failure::Answer(502, e));
             };
             let status = resp.status.as_u16();
-            for name in RESPONSE_HOP_BY_HOP {
-                if resp.headers.contains_key(name) {
+            if resp.headers.keys().any(|n| RESPONSE_HOP_BY_HOP.contains(n)) {
+                for name in &RESPONSE_HOP_BY_HOP {
                     resp.remove_header(name);
                 }
             }

@@ -25,7 +25,7 @@ use crate::defense::attack::Example;
 use crate::defense::store::Clocks;
 use crate::defense::{Defense, Trigger};
 use crate::engine::{normalize_path, Country, Decision, Facts, Live, RuleRef, SlotRegistry};
-use crate::limiter::{Clock, Limiter, MonotonicClock};
+use crate::limiter::{Clock, Limiter, MonotonicClock, Nanos};
 use crate::metrics::decision_log::{now_rfc3339, DecisionLog, Entry};
 use crate::metrics::top::{ip_bytes, TopTalkers};
 use crate::metrics::{Metrics, PolicySeries};
@@ -194,8 +194,10 @@ impl Sekisho {
 /// Per-request context.
 pub struct Ctx {
     snapshot: Arc<Snapshot>,
-    /// When the first upstream peer was picked (None: the request never went upstream).
-    upstream_since: Option<std::time::Instant>,
+    /// When the request was judged, on the decision clock.
+    now: Nanos,
+    /// When the request went upstream, on the decision clock (None: it never did).
+    upstream_since: Option<Nanos>,
     /// Whether the upstream exchange failed.
     upstream_failed: bool,
     /// What was decided, about whom (for the decision log).
@@ -230,6 +232,7 @@ impl HttpServerApp for Sekisho {
         }
         let mut ctx = Ctx {
             snapshot: self.state.snapshot.load_full(),
+            now: 0,
             upstream_since: None,
             upstream_failed: false,
             decided: None,
@@ -294,6 +297,7 @@ impl Sekisho {
             headers: Some(&req.headers),
         };
         let now = self.state.clock.now();
+        ctx.now = now;
         let defense = &self.state.defense;
         let live = Live {
             limiter: &self.state.limiter,
@@ -412,7 +416,8 @@ impl Sekisho {
             return; // answered by sekisho itself, counted when it was written
         };
         let m = &self.state.metrics;
-        m.upstream_duration.observe(since.elapsed().as_secs_f64());
+        let took = self.state.clock.now().saturating_sub(since);
+        m.upstream_duration.observe(took as f64 / 1e9);
         if ctx.upstream_failed {
             m.upstream_errors.inc();
         }
