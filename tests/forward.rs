@@ -55,6 +55,15 @@ fn read_chunked(r: &mut BufReader<TcpStream>) -> Vec<u8> {
     }
 }
 
+/// A raw connection to `addr` that has sent `bytes`, ready to read the answer.
+fn send_raw(addr: SocketAddr, bytes: &[u8]) -> BufReader<TcpStream> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.write_all(bytes).expect("send");
+    BufReader::new(s)
+}
+
 fn proxy_for(origin: SocketAddr, extra: &str) -> Proxy {
     Proxy::start(&format!("upstreams: [\"{origin}\"]\n{extra}"))
 }
@@ -85,17 +94,13 @@ fn chunked_bodies_pass_both_ways_and_hop_by_hop_fields_stop_at_the_proxy() {
         }
     });
     let proxy = proxy_for(origin, "");
-    let mut s = TcpStream::connect(proxy.addr()).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    s.write_all(
+    let mut r = send_raw(
+        proxy.addr(),
         b"POST /upload HTTP/1.1\r\nHost: app.example\r\nConnection: keep-alive, X-Hop\r\n\
           X-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eA==\r\n\
           TE: trailers\r\nX-Kept: yes\r\nTransfer-Encoding: chunked\r\n\r\n\
           4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n",
-    )
-    .expect("send");
-    let mut r = BufReader::new(s);
+    );
     let head = read_head(&mut r).expect("response head");
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
@@ -138,14 +143,10 @@ fn chunked_bodies_pass_both_ways_and_hop_by_hop_fields_stop_at_the_proxy() {
 fn expect_100_continue_is_answered_before_the_body_is_sent() {
     let origin = Origin::start();
     let proxy = Proxy::start(&origin.upstreams());
-    let mut s = TcpStream::connect(proxy.addr()).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    s.write_all(
+    let mut r = send_raw(
+        proxy.addr(),
         b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
-    )
-    .expect("send head");
-    let mut r = BufReader::new(s);
+    );
     let interim = read_head(&mut r).expect("interim");
     assert!(interim.starts_with("http/1.1 100"), "{interim}");
     r.get_mut().write_all(b"hello").expect("send body");
@@ -228,15 +229,11 @@ fn websocket_upgrade_is_tunnelled_both_ways() {
         }
     });
     let proxy = proxy_for(origin, "");
-    let mut s = TcpStream::connect(proxy.addr()).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    s.write_all(
+    let mut r = send_raw(
+        proxy.addr(),
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .expect("handshake");
-    let mut r = BufReader::new(s);
+    );
     let head = read_head(&mut r).expect("101");
     assert!(head.starts_with("http/1.1 101"), "{head}");
     for word in ["ping", "second frame"] {
@@ -273,12 +270,10 @@ fn an_upstream_that_does_not_answer_gets_504_and_the_client_is_told_at_once() {
 fn connect_is_refused_with_405() {
     let origin = Origin::start();
     let proxy = Proxy::start(&origin.upstreams());
-    let mut s = TcpStream::connect(proxy.addr()).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    s.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
-        .expect("send");
-    let mut r = BufReader::new(s);
+    let mut r = send_raw(
+        proxy.addr(),
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
     let head = read_head(&mut r).expect("response");
     assert!(head.starts_with("http/1.1 405"), "{head}");
     assert_eq!(origin.hits(), 0);
