@@ -6,6 +6,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -183,17 +184,28 @@ fn requests_survive_an_upstream_that_closes_kept_connections() {
         );
         let _ = r.get_mut().write_all(reply.as_bytes());
         let _ = r.get_mut().write_all(b"ok\n");
-        // dropped: closed without notice
+        drop(r); // closed without notice
+        CLOSED.fetch_add(1, Ordering::SeqCst);
     });
+    static CLOSED: AtomicUsize = AtomicUsize::new(0);
     let proxy = proxy_for(origin, "");
     let mut c = Conn::open(None, proxy.addr()).expect("connect");
     for i in 0..30 {
         let r = c.get(&format!("/{i}")).expect("get");
         assert_eq!(r.status, 200, "GET {i}");
     }
-    // A body is never sent twice; the dead connection is found before it is used.
+    // A body is never sent twice; the dead connection is found before it is used. Each POST
+    // waits until the origin has hung up on every connection it answered, so the connection in
+    // the pool is dead for sure.
     for i in 0..5 {
-        std::thread::sleep(Duration::from_millis(100));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while CLOSED.load(Ordering::SeqCst) < 30 + i {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the origin did not close"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let r = c.request("POST", "/form", &[], b"a=1").expect("post");
         assert_eq!(r.status, 200, "POST {i}");
         assert_eq!(r.text(), "a=1ok\n");
