@@ -399,6 +399,7 @@ impl Sekisho {
                 .await
                 .map_err(Failure::Broken)?;
             if status == 101 {
+                self.state.metrics.upstream_response(status);
                 return tunnel(session, &mut up).await.map_err(Failure::Broken);
             }
             while !up.is_body_done() {
