@@ -15,6 +15,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
@@ -46,6 +47,9 @@ pub struct Snapshot {
     pub generation: u64,
     /// The metric series this snapshot's decisions increment.
     pub series: PolicySeries,
+    /// The refusal header of each rule (by index), then of the deny list and bans: built once
+    /// here, cloned per refusal.
+    refusals: Vec<Option<ResponseHeader>>,
 }
 
 impl Snapshot {
@@ -70,11 +74,24 @@ impl Snapshot {
                 .map_or(0, |db| db.build_epoch() as i64),
         );
         metrics.capacity_keys.set(config.max_tracked_keys as i64);
+        let policy = &config.policy;
+        let refusals = policy
+            .rules
+            .iter()
+            .map(|r| &r.response)
+            .chain([&policy.deny_response])
+            .map(|r| {
+                forward::local_header(r.status, r.body.len())
+                    .ok()
+                    .map(|h| *h)
+            })
+            .collect();
         Self {
             config,
             upstreams,
             generation,
             series,
+            refusals,
         }
     }
 
@@ -391,7 +408,14 @@ impl Sekisho {
             .get(http::header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0")
             || req.headers.contains_key(http::header::TRANSFER_ENCODING);
-        let mut header = forward::local_header(response.status, response.body.len())?;
+        let prebuilt = match rule {
+            RuleRef::Rule(i) => ctx.snapshot.refusals.get(usize::from(i)),
+            _ => ctx.snapshot.refusals.last(),
+        };
+        let mut header = match prebuilt.and_then(Option::as_ref) {
+            Some(h) => Box::new(h.clone()),
+            None => forward::local_header(response.status, response.body.len())?,
+        };
         if let (true, Some(secs)) = (response.retry_after, retry_after) {
             header.insert_header(http::header::RETRY_AFTER, secs)?;
         }
