@@ -9,6 +9,11 @@ use std::time::Instant;
 /// Nanoseconds since the clock's origin.
 pub type Nanos = u64;
 
+/// `d` in [`Nanos`], saturating (u64 nanoseconds last 584 years).
+pub fn nanos(d: std::time::Duration) -> Nanos {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// A source of [`Nanos`].
 pub trait Clock: Send + Sync {
     /// The current time.

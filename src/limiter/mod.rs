@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hashbrown::HashTable;
 use parking_lot::RwLock;
 
-pub use clock::{Clock, FakeClock, MonotonicClock, Nanos};
+pub use clock::{nanos, Clock, FakeClock, MonotonicClock, Nanos};
 pub use quota::{Quota, RateError};
 
 /// Identifies one bucket: the limiter slot of a rule and a key within it.

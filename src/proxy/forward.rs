@@ -26,7 +26,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 
 use super::{Ctx, Sekisho};
-use crate::limiter::{Clock, Nanos};
+use crate::limiter::{nanos, Clock, Nanos};
 
 /// Idle keep-alive connections to upstream peers, newest last, at most `cap` in all, in one
 /// shard per worker thread: with `work_stealing: false` a connection stays with the thread
@@ -76,8 +76,7 @@ impl IdleConns {
             let (stream, stale) = {
                 let mut map = shard.lock();
                 let list = map.get_mut(&addr)?;
-                let fresh_from = list.partition_point(|(_, at)| now.saturating_sub(*at) > max_idle);
-                let stale: Vec<_> = list.drain(..fresh_from).collect();
+                let stale: Vec<_> = drain_stale(list, now, max_idle).collect();
                 (list.pop(), stale)
             };
             drop(stale); // closed outside the lock
@@ -108,9 +107,7 @@ impl IdleConns {
                 let mut map = shard.lock();
                 let mut stale = Vec::new();
                 for list in map.values_mut() {
-                    let fresh_from =
-                        list.partition_point(|(_, at)| now.saturating_sub(*at) > max_idle);
-                    stale.extend(list.drain(..fresh_from));
+                    stale.extend(drain_stale(list, now, max_idle));
                 }
                 map.retain(|_, list| !list.is_empty());
                 kept += map.values().map(Vec::len).sum::<usize>();
@@ -133,6 +130,16 @@ impl IdleConns {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Takes out the connections of `list` (oldest first) returned more than `max_idle` before `now`.
+fn drain_stale(
+    list: &mut Vec<(Stream, Nanos)>,
+    now: Nanos,
+    max_idle: Nanos,
+) -> std::vec::Drain<'_, (Stream, Nanos)> {
+    let fresh_from = list.partition_point(|(_, at)| now.saturating_sub(*at) > max_idle);
+    list.drain(..fresh_from)
 }
 
 /// Whether an idle connection is still usable: a peek at its socket would wait. One that has
@@ -308,7 +315,7 @@ impl Sekisho {
         let snap = &ctx.snapshot;
         let pool = &snap.upstreams;
         let o = &snap.config.upstream_options;
-        let max_idle = u64::try_from(o.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
+        let max_idle = nanos(o.idle_timeout);
         let has_body = !session.is_body_empty();
         if has_body && expects_continue(session.req_header()) {
             session

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::config::Upstream;
-use crate::limiter::Nanos;
+use crate::limiter::{nanos, Nanos};
 
 /// Round-robin over peers with passive health: a failed connect marks a peer down for
 /// `down_for`; a down peer is skipped unless every peer is down (then all are tried in turn).
@@ -25,7 +25,7 @@ impl UpstreamPool {
                 .map(|u| (u.addr, AtomicU64::new(0)))
                 .collect(),
             next: AtomicUsize::new(0),
-            down_for: u64::try_from(down_for.as_nanos()).unwrap_or(u64::MAX),
+            down_for: nanos(down_for),
         }
     }
 

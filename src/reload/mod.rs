@@ -342,8 +342,7 @@ impl BackgroundService for Housekeeping {
                     let offenders = self.state.defense.offenders.sweep(now);
                     let bans = self.state.defense.bans.sweep(now);
                     let idle_for = self.state.snapshot.load().config.upstream_options.idle_timeout;
-                    let idle_for = u64::try_from(idle_for.as_nanos()).unwrap_or(u64::MAX);
-                    let upstream_idle = self.state.conns.sweep(now, idle_for);
+                    let upstream_idle = self.state.conns.sweep(now, crate::limiter::nanos(idle_for));
                     self.state.defense.sweep(now);
                     tracing::trace!(dropped, offenders, bans, upstream_idle, "sweep");
                 }
