@@ -292,7 +292,7 @@ impl Sekisho {
     /// response header are answered (502, or 504 on a timeout) and counted; an error is
     /// returned only when the connection to the client cannot be reused.
     pub(super) async fn forward(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
-        ctx.upstream_since = Some(ctx.now);
+        ctx.went_upstream = true;
         match self.exchange(session, ctx).await {
             Ok(()) => Ok(()),
             Err(Failure::Answer(status, e)) => {

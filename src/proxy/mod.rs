@@ -213,8 +213,8 @@ pub struct Ctx {
     snapshot: Arc<Snapshot>,
     /// When the request was judged, on the decision clock.
     now: Nanos,
-    /// When the request went upstream, on the decision clock (None: it never did).
-    upstream_since: Option<Nanos>,
+    /// Whether the request went upstream (its upstream time counts from `now`).
+    went_upstream: bool,
     /// Whether the upstream exchange failed.
     upstream_failed: bool,
     /// What was decided, about whom (for the decision log).
@@ -250,7 +250,7 @@ impl HttpServerApp for Sekisho {
         let mut ctx = Ctx {
             snapshot: self.state.snapshot.load_full(),
             now: 0,
-            upstream_since: None,
+            went_upstream: false,
             upstream_failed: false,
             decided: None,
         };
@@ -436,11 +436,11 @@ impl Sekisho {
     fn logging(&self, session: &ServerSession, ctx: &Ctx) {
         self.log_decision(session, ctx);
         self.observe(session, ctx);
-        let Some(since) = ctx.upstream_since else {
+        if !ctx.went_upstream {
             return; // answered by sekisho itself, counted when it was written
-        };
+        }
         let m = &self.state.metrics;
-        let took = self.state.clock.now().saturating_sub(since);
+        let took = self.state.clock.now().saturating_sub(ctx.now);
         m.upstream_duration.observe(took as f64 / 1e9);
         if ctx.upstream_failed {
             m.upstream_errors.inc();
@@ -551,7 +551,7 @@ impl Sekisho {
             action: decision.action(),
             mode,
             status: sent,
-            upstream_status: ctx.upstream_since.map(|_| sent).filter(|s| *s != 0),
+            upstream_status: Some(sent).filter(|s| ctx.went_upstream && *s != 0),
         });
     }
 }
