@@ -11,8 +11,9 @@ set -euo pipefail
 BIN=${1:?usage: instr-per-request.sh BIN CONFIG [SECONDS]}; CFG=${2:?config}; SECS=${3:-15}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 W=$(mktemp -d); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cp "$W"/cg.* "$KEEP"/; fi; rm -rf "$W"; }
 trap cleanup EXIT
+# KEEP=DIR keeps the callgrind files there (callgrind_annotate --inclusive=yes DIR/cg.*)
 "$BIN" demo-origin --listen 127.0.0.1:18080 2>/dev/null & PIDS+=($!)
 SEKISHO_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$W/cg.%p" "$BIN" run -c "$CFG" 2>"$W/vg.log" & P=$!; PIDS+=($P)
 for _ in $(seq 300); do curl -s -o /dev/null --max-time 2 http://127.0.0.1:18083/ && break; sleep 0.2; done

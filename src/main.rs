@@ -255,5 +255,10 @@ fn main() -> ExitCode {
 /// mimalloc: Pingora allocates per request and the reload path builds large sets on a
 /// blocking thread; glibc's per-thread arenas kept that memory (RSS crept from 60 to 135 MiB
 /// over repeated 1M-line reloads) and malloc/free cost ~9% of a proxying core.
+/// Its v2 line (Cargo feature `v2`), not v3: v3 hands the 4 KiB buffers Pingora allocates and
+/// frees per request back to its arena and takes a fresh page for the next one (~900
+/// instructions an allocation); v2 proxies 1.11x and refuses 1.16x the requests per CPU
+/// second (scripts/ab.sh, 2026-12-01). v2 keeps more after big reloads: RSS ~200 MiB after
+/// twenty rewrites of a 1M-line list against ~90 MiB (scripts/reload-bench.sh), and it stays there.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -56,12 +56,22 @@ impl UpstreamPool {
             .any(|(_, until)| until.load(Ordering::Relaxed) <= now)
     }
 
-    /// Records a failed connect to peer `idx`.
-    pub fn mark_down(&self, idx: usize, now: Nanos) {
-        if let Some((addr, until)) = self.peers.get(idx) {
-            until.store(now.saturating_add(self.down_for), Ordering::Relaxed);
-            tracing::warn!(upstream = %addr, "connect failed; peer skipped for a while");
+    /// Records a failed connect to peer `idx`. Returns whether the peer was up until now: only
+    /// that change is logged, so an origin that stays down writes a line every `down_for`, not one per
+    /// request.
+    pub fn mark_down(&self, idx: usize, now: Nanos) -> bool {
+        let Some((addr, until)) = self.peers.get(idx) else {
+            return false;
+        };
+        let was_up = until.swap(now.saturating_add(self.down_for), Ordering::Relaxed) <= now;
+        if was_up {
+            tracing::warn!(
+                upstream = %addr,
+                skipped_for_s = self.down_for / 1_000_000_000,
+                "connect failed; peer skipped for a while"
+            );
         }
+        was_up
     }
 
     /// The address of peer `idx`.
@@ -99,7 +109,8 @@ mod tests {
         let p = pool(3);
         let picks: Vec<usize> = (0..3).map(|_| p.pick(p.start(), 0, 0).unwrap()).collect();
         assert_eq!(picks, vec![0, 1, 2]);
-        p.mark_down(1, 0);
+        assert!(p.mark_down(1, 0), "the first failure is a change");
+        assert!(!p.mark_down(1, 1), "a failure while down is not");
         let picks: Vec<usize> = (0..4).map(|_| p.pick(p.start(), 0, 1).unwrap()).collect();
         assert!(!picks.contains(&1));
         // after down_for the peer is back

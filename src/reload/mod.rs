@@ -51,6 +51,17 @@ pub enum Trigger {
     Admin(oneshot::Sender<ReloadReply>),
 }
 
+/// Frees a replaced snapshot here, off the request threads, once the requests that still hold
+/// it are done: its lists can hold millions of entries. After a bounded wait (a WebSocket
+/// tunnel may hold one for hours) whoever lets go last frees it.
+fn retire(old: Arc<Snapshot>) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(1);
+    while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    drop(old);
+}
+
 /// Re-reads the config the current snapshot came from, and swaps it in if valid. List files
 /// whose stamp is unchanged are not read again unless `full`; a file whose content is
 /// unchanged is never parsed again.
@@ -102,6 +113,7 @@ pub fn reload(state: &State, full: bool, cause: &str) -> Result<ReloadDone, Conf
     stats.last_duration_ms.store(duration_ms, Ordering::Relaxed);
     *stats.last_error.lock() = None;
     tracing::info!(cause, generation, duration_ms, "config reloaded");
+    retire(old);
     Ok(ReloadDone {
         generation,
         duration_ms,
