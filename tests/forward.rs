@@ -1,6 +1,6 @@
 //! The upstream half over real sockets: what upstream receives (framing, hop-by-hop fields),
 //! `Expect: 100-continue`, chunked bodies both ways, pooled connections that upstream closed,
-//! a WebSocket tunnel, an upstream that does not answer, and CONNECT.
+//! a WebSocket tunnel, an upstream that does not answer, CONNECT, and a graceful stop.
 
 mod support;
 
@@ -315,4 +315,80 @@ fn a_request_dropped_on_a_kept_connection_is_resent_only_when_that_is_harmless()
         c.request("POST", "/order", &[], b"").expect("post").status,
         502
     );
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_closes_idle_clients_and_exits_cleanly() {
+    static ARRIVED: AtomicUsize = AtomicUsize::new(0);
+    static RELEASED: AtomicUsize = AtomicUsize::new(0);
+    // Answers `/first` at once and any other request once the test releases it.
+    let origin = scripted_origin(|stream| {
+        let mut r = BufReader::new(stream);
+        while let Some(head) = read_head(&mut r) {
+            if !head.starts_with("get /first") {
+                ARRIVED.fetch_add(1, Ordering::SeqCst);
+                for _ in 0..2000 {
+                    if RELEASED.load(Ordering::SeqCst) > 0 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow");
+        }
+    });
+    // In-flight requests are served for grace_period after SIGTERM; then Pingora shuts the
+    // runtimes down and tokio drops whatever still runs.
+    let mut proxy = proxy_for(origin, "grace_period: 3s\n");
+    // an idle keep-alive client: one answered request, then nothing
+    let mut idle = send_raw(proxy.addr(), b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n");
+    let head = read_head(&mut idle).expect("first response");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let mut body = [0u8; 4];
+    idle.read_exact(&mut body).expect("first body");
+    // a request in flight when the signal comes
+    let addr = proxy.addr();
+    let in_flight = std::thread::spawn(move || {
+        let mut r = send_raw(addr, b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n");
+        let head = read_head(&mut r).unwrap_or_default();
+        let mut body = [0u8; 4];
+        let got = r
+            .read_exact(&mut body)
+            .map(|_| body.to_vec())
+            .unwrap_or_default();
+        (head, got)
+    });
+    while ARRIVED.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &proxy.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // The idle client is let go at once, while the other request still waits on upstream (it
+    // is not released before): were it closed only when the process exits, the request in
+    // flight would have been dropped by then and the checks below would fail.
+    let mut rest = Vec::new();
+    let n = idle
+        .read_to_end(&mut rest)
+        .expect("idle connection closed, not reset");
+    assert_eq!(n, 0, "nothing more on the idle connection");
+    assert!(
+        TcpStream::connect(proxy.addr()).is_err(),
+        "no new connections after SIGTERM"
+    );
+    RELEASED.store(1, Ordering::SeqCst);
+    let (head, got) = in_flight.join().expect("in-flight client");
+    assert!(
+        head.starts_with("http/1.1 200"),
+        "in-flight request: {head:?}"
+    );
+    assert_eq!(got, b"slow");
+    let exit = proxy
+        .wait_exit(Duration::from_secs(30))
+        .expect("sekisho exited after SIGTERM");
+    assert!(exit.success(), "exit status {exit:?}");
 }

@@ -114,8 +114,13 @@ impl Proxy {
         } else {
             "reload: { debounce: 50ms, poll_interval: 500ms }\n"
         };
+        let grace = if body.contains("grace_period:") {
+            ""
+        } else {
+            "grace_period: 0s\n"
+        };
         format!(
-            "listen: [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\nthreads: 1\ngrace_period: 0s\ngraceful_shutdown_timeout: 1s\n{reload}{body}"
+            "listen: [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\nthreads: 1\n{grace}graceful_shutdown_timeout: 1s\n{reload}{body}"
         )
     }
 
@@ -178,6 +183,19 @@ impl Proxy {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits (up to `limit`, a guard against a hang, not a timing claim) for the process to
+    /// exit on its own; its exit status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Whether the process is still running.
