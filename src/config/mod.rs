@@ -549,6 +549,7 @@ impl Validator<'_> {
             r.matcher.uses_country()
                 || matches!(&r.kind, RuleKind::Limit(l) if l.key == KeyKind::Country)
         });
+        let uses_host = rules.iter().any(|r| r.matcher.uses_host());
         // (a geo source given but broken has its own error already)
         let geo_given = raw
             .geo
@@ -600,6 +601,7 @@ impl Validator<'_> {
                 rules,
                 ipv6_prefix: client_ip.ipv6_prefix,
                 uses_country,
+                uses_host,
                 profile_from,
             },
             defense,

@@ -137,6 +137,8 @@ pub struct Policy {
     pub ipv6_prefix: u8,
     /// Whether some rule matches or keys on the country (the proxy looks it up only then).
     pub uses_country: bool,
+    /// Whether some rule matches on the host (the proxy works it out only then).
+    pub uses_host: bool,
     /// `rules[profile_from..]` are the `under_attack` profile: enforced while the switch is
     /// on, evaluated in shadow (previewed) while it is off.
     pub profile_from: usize,

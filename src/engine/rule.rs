@@ -141,6 +141,11 @@ impl Matcher {
         !self.country.is_empty() || !self.country_not.is_empty()
     }
 
+    /// Whether this matcher looks at the host.
+    pub fn uses_host(&self) -> bool {
+        self.host.is_some()
+    }
+
     /// Whether every condition holds for `f`. Cheap tests first, regexes last.
     #[inline]
     pub fn matches(&self, f: &Facts<'_>) -> bool {

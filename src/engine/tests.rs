@@ -193,6 +193,15 @@ fn matchers_combine() {
     let (p, l) = policy(
         "rules:\n  - name: r\n    match: { path_prefix: /api, methods: [post, PUT], host: \"*.example.com\", user_agent: \"(?i)bot\" }\n    action: deny\n",
     );
+    assert!(
+        p.uses_host,
+        "a host matcher makes the proxy work out the host"
+    );
+    assert!(
+        !policy("rules:\n  - name: r\n    match: { path_prefix: /a }\n    action: deny\n")
+            .0
+            .uses_host
+    );
     let mut f = req("192.0.2.1", "POST", "/api/v1");
     f.host = "API.Example.com";
     f.user_agent = b"SomeBot/1.0";

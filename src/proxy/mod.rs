@@ -292,7 +292,11 @@ impl Sekisho {
             .map(|a| a.ip())
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let ip = client_ip(peer, &req.headers, &snap.config.client_ip);
-        let host = request_host(req);
+        let host = if policy.uses_host {
+            request_host(req)
+        } else {
+            ""
+        };
         let user_agent = req
             .headers
             .get(http::header::USER_AGENT)
