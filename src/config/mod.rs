@@ -72,6 +72,10 @@ pub struct Config {
     pub policy: Policy,
     /// Every list file read (for watching and for messages).
     pub list_files: Vec<PathBuf>,
+    /// The content hash of the config file and of each list file, as this config was built
+    /// from them: the file watch starts from these, so that a change made while the proxy
+    /// was starting is not taken for the loaded version.
+    pub loaded_hashes: Vec<(PathBuf, u64)>,
     /// `admin.listen`: the admin HTTP listener (restart to change); `None` when set to `off`.
     pub admin_listen: Option<SocketAddr>,
     /// `reload:`.
@@ -216,6 +220,7 @@ fn parse_cached(
             .unwrap_or_else(|| PathBuf::from(".")),
         errors: Vec::new(),
         list_files: Vec::new(),
+        loaded_hashes: vec![(path.to_path_buf(), content_hash(text.as_bytes()))],
         cache,
     };
     let config = v.config(raw, slots);
@@ -232,6 +237,7 @@ struct Validator<'c> {
     dir: PathBuf,
     errors: Vec<ConfigError>,
     list_files: Vec<PathBuf>,
+    loaded_hashes: Vec<(PathBuf, u64)>,
     cache: &'c mut ListCache,
 }
 
@@ -607,6 +613,7 @@ impl Validator<'_> {
             defense,
             client_ip,
             list_files: std::mem::take(&mut self.list_files),
+            loaded_hashes: std::mem::take(&mut self.loaded_hashes),
         }
     }
 
@@ -928,10 +935,12 @@ impl Validator<'_> {
             match self.cache.file(&path) {
                 Ok(Cached::Hit(n, hash)) => {
                     (path.as_path(), hash).hash(&mut signature);
+                    self.loaded_hashes.push((path.clone(), hash));
                     file_nets.push(n);
                 }
                 Ok(Cached::Miss(text, hash, stamp)) => {
                     (path.as_path(), hash).hash(&mut signature);
+                    self.loaded_hashes.push((path.clone(), hash));
                     match iplist::parse_list(&text) {
                         Ok(n) => {
                             let n = Arc::new(n);

@@ -51,15 +51,23 @@ pub enum Trigger {
     Admin(oneshot::Sender<ReloadReply>),
 }
 
-/// Frees a replaced snapshot here, off the request threads, once the requests that still hold
-/// it are done: its lists can hold millions of entries. After a bounded wait (a WebSocket
-/// tunnel may hold one for hours) whoever lets go last frees it.
+/// Frees a replaced snapshot off the request threads (its lists can hold millions of entries),
+/// on a thread of its own so that the reload's reply does not wait: once the requests that
+/// still hold it are done, or after a bounded wait (a WebSocket tunnel may hold one for
+/// hours), when whoever lets go last frees it.
 fn retire(old: Arc<Snapshot>) {
-    let deadline = Instant::now() + std::time::Duration::from_secs(1);
-    while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(2));
+    let spawned = std::thread::Builder::new()
+        .name("sekisho-retire".into())
+        .spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            drop(old);
+        });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "no thread to retire the old snapshot on; it is freed on the reload thread");
     }
-    drop(old);
 }
 
 /// Re-reads the config the current snapshot came from, and swaps it in if valid. List files
@@ -317,10 +325,25 @@ impl BackgroundService for Housekeeping {
         let settings = self.state.snapshot.load().config.reload.clone();
         let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
         let mut files = FileWatch::new(settings.watch.then_some(events_tx));
-        {
+        let changed_while_starting = {
+            // Start from what the running config was built from, not from what the files
+            // hold now: a change made since they were read is then seen by this first scan.
             let snap = self.state.snapshot.load_full();
-            files.watch_folders(&watched_files(&snap));
-            files.scan(&watched_files(&snap), true);
+            let watched = watched_files(&snap);
+            files.watch_folders(&watched);
+            files.seed(&snap.config.loaded_hashes);
+            files.adopt(&watched);
+            files.scan(&watched, true)
+        };
+        if !changed_while_starting.is_empty() {
+            let _ = self
+                .reload(
+                    &mut files,
+                    false,
+                    "files changed while starting",
+                    changed_while_starting,
+                )
+                .await;
         }
         let early_hup = self.state.early_hup.lock().take();
         if early_hup.is_some_and(|f| f.load(Ordering::Relaxed)) {

@@ -94,6 +94,15 @@ impl FileWatch {
 }
 
 impl FileWatch {
+    /// Takes `hashes` (path, content hash) as the last seen content of those files, whatever
+    /// they hold now: the next [`scan`](Self::scan) reports a file that differs.
+    pub fn seed(&mut self, hashes: &[(PathBuf, u64)]) {
+        for (f, hash) in hashes {
+            let seen = FileStamp::of(f).ok().map(|s| (s, *hash));
+            self.known.insert(f.clone(), seen);
+        }
+    }
+
     /// Starts tracking files not seen before (e.g. named by a new config), and stops
     /// tracking files no longer named; changes to already tracked files are left for the next
     /// [`scan`](Self::scan).
@@ -145,6 +154,27 @@ mod tests {
         assert_eq!(w.scan(&files, false), vec![a.clone()]);
         std::fs::write(&a, "2\n").unwrap();
         assert_eq!(w.scan(&files, false), vec![a.clone()]);
+    }
+
+    #[test]
+    fn a_seeded_hash_is_the_baseline_whatever_the_file_holds_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.txt");
+        std::fs::write(&a, "loaded\n").unwrap();
+        let loaded = content_hash(b"loaded\n");
+        let files = vec![a.clone()];
+        // unchanged since it was loaded: nothing to do
+        let mut w = FileWatch::new(None);
+        w.seed(&[(a.clone(), loaded)]);
+        w.adopt(&files);
+        assert!(w.scan(&files, true).is_empty());
+        // changed after it was loaded, before the watch started: reported
+        std::fs::write(&a, "newer\n").unwrap();
+        let mut w = FileWatch::new(None);
+        w.seed(&[(a.clone(), loaded)]);
+        w.adopt(&files);
+        assert_eq!(w.scan(&files, true), files);
+        assert!(w.scan(&files, true).is_empty(), "then it is the baseline");
     }
 
     #[test]
