@@ -52,9 +52,9 @@ pub enum Trigger {
 }
 
 /// Frees a replaced snapshot off the request threads (its lists can hold millions of entries),
-/// on a thread of its own so that the reload's reply does not wait: once the requests that
-/// still hold it are done, or after a bounded wait (a WebSocket tunnel may hold one for
-/// hours), when whoever lets go last frees it.
+/// on a thread of its own so that the reload's reply does not wait, once the requests that
+/// still hold it are done. After one second (a WebSocket tunnel may hold one for hours) it is
+/// left to whoever lets go of it last.
 fn retire(old: Arc<Snapshot>) {
     let spawned = std::thread::Builder::new()
         .name("sekisho-retire".into())
