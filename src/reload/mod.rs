@@ -326,14 +326,13 @@ impl BackgroundService for Housekeeping {
         let (events_tx, mut events) = mpsc::unbounded_channel::<()>();
         let mut files = FileWatch::new(settings.watch.then_some(events_tx));
         let changed_while_starting = {
-            // Start from what the running config was built from, not from what the files
-            // hold now: a change made since they were read is then seen by this first scan.
+            // What the files hold now is compared with what the running config was built
+            // from: a change made since they were read is reloaded at once.
             let snap = self.state.snapshot.load_full();
             let watched = watched_files(&snap);
             files.watch_folders(&watched);
-            files.seed(&snap.config.loaded_hashes);
-            files.adopt(&watched);
-            files.scan(&watched, true)
+            files.scan(&watched, true);
+            files.differing(&snap.config.loaded_hashes)
         };
         if !changed_while_starting.is_empty() {
             let _ = self

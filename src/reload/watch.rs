@@ -94,13 +94,13 @@ impl FileWatch {
 }
 
 impl FileWatch {
-    /// Takes `hashes` (path, content hash) as the last seen content of those files, whatever
-    /// they hold now: the next [`scan`](Self::scan) reports a file that differs.
-    pub fn seed(&mut self, hashes: &[(PathBuf, u64)]) {
-        for (f, hash) in hashes {
-            let seen = FileStamp::of(f).ok().map(|s| (s, *hash));
-            self.known.insert(f.clone(), seen);
-        }
+    /// The files of `hashes` (path, content hash) whose content, as last seen, is not that.
+    pub fn differing(&self, hashes: &[(PathBuf, u64)]) -> Vec<PathBuf> {
+        hashes
+            .iter()
+            .filter(|(f, hash)| self.known.get(f).copied().flatten().map(|(_, h)| h) != Some(*hash))
+            .map(|(f, _)| f.clone())
+            .collect()
     }
 
     /// Starts tracking files not seen before (e.g. named by a new config), and stops
@@ -157,7 +157,7 @@ mod tests {
     }
 
     #[test]
-    fn a_seeded_hash_is_the_baseline_whatever_the_file_holds_now() {
+    fn files_are_compared_with_the_content_a_config_was_built_from() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a.txt");
         std::fs::write(&a, "loaded\n").unwrap();
@@ -165,16 +165,19 @@ mod tests {
         let files = vec![a.clone()];
         // unchanged since it was loaded: nothing to do
         let mut w = FileWatch::new(None);
-        w.seed(&[(a.clone(), loaded)]);
-        w.adopt(&files);
-        assert!(w.scan(&files, true).is_empty());
+        w.scan(&files, true);
+        assert!(w.differing(&[(a.clone(), loaded)]).is_empty());
         // changed after it was loaded, before the watch started: reported
         std::fs::write(&a, "newer\n").unwrap();
         let mut w = FileWatch::new(None);
-        w.seed(&[(a.clone(), loaded)]);
-        w.adopt(&files);
-        assert_eq!(w.scan(&files, true), files);
-        assert!(w.scan(&files, true).is_empty(), "then it is the baseline");
+        w.scan(&files, true);
+        assert_eq!(w.differing(&[(a.clone(), loaded)]), files);
+        // and what the scan saw is the baseline from then on
+        assert!(w.scan(&files, false).is_empty());
+        // a file that is gone differs too
+        std::fs::remove_file(&a).unwrap();
+        w.scan(&files, true);
+        assert_eq!(w.differing(&[(a.clone(), loaded)]), files);
     }
 
     #[test]
