@@ -317,6 +317,9 @@ impl Sekisho {
         let o = &snap.config.upstream_options;
         let max_idle = nanos(o.idle_timeout);
         let has_body = !session.is_body_empty();
+        // nginx's rule: a request that may have reached upstream is sent again only when
+        // repeating it is harmless
+        let resendable = !has_body && idempotent(&session.req_header().method);
         if has_body && expects_continue(session.req_header()) {
             session
                 .write_continue_response()
@@ -339,8 +342,7 @@ impl Sekisho {
             let idle = if pooled {
                 // A request that may be sent again finds a dead connection by failing on it;
                 // one that may not is checked first (a syscall).
-                let probe = has_body || !idempotent(&session.req_header().method);
-                self.state.conns.take(addr, now, max_idle, probe)
+                self.state.conns.take(addr, now, max_idle, !resendable)
             } else {
                 None
             };
@@ -380,11 +382,7 @@ impl Sekisho {
             }
             match read_final_header(session, &mut up).await {
                 Ok(()) => {}
-                // nginx's rule: a request that may have reached upstream is sent again only
-                // when repeating it is harmless
-                Err(Failure::Answer(502, _))
-                    if reused && !has_body && idempotent(&session.req_header().method) =>
-                {
+                Err(Failure::Answer(502, _)) if reused && resendable => {
                     tries -= 1;
                     pooled = false;
                     continue;
