@@ -534,6 +534,11 @@ pub fn local_header(status: u16, len: usize) -> Result<Box<ResponseHeader>> {
 mod tests {
     use super::*;
 
+    /// The value of `name` in `req`, as bytes.
+    fn field<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+        req.headers.get(name).map(|v| v.as_bytes())
+    }
+
     fn request(lines: &[(&str, &str)]) -> RequestHeader {
         let mut req = RequestHeader::build("GET", b"/", None).expect("request");
         for (k, v) in lines {
@@ -563,14 +568,8 @@ mod tests {
         ] {
             assert!(!up.headers.contains_key(gone), "{gone} was passed on");
         }
-        assert_eq!(
-            up.headers.get("host").map(|v| v.as_bytes()),
-            Some(&b"example.com"[..])
-        );
-        assert_eq!(
-            up.headers.get("accept").map(|v| v.as_bytes()),
-            Some(&b"*/*"[..])
-        );
+        assert_eq!(field(&up, "host"), Some(&b"example.com"[..]));
+        assert_eq!(field(&up, "accept"), Some(&b"*/*"[..]));
         assert_eq!(up.version, Version::HTTP_11);
     }
 
@@ -581,14 +580,8 @@ mod tests {
             ("Upgrade", "WebSocket"),
         ]);
         let up = upstream_request(&ws, false).expect("request");
-        assert_eq!(
-            up.headers.get("upgrade").map(|v| v.as_bytes()),
-            Some(&b"websocket"[..])
-        );
-        assert_eq!(
-            up.headers.get("connection").map(|v| v.as_bytes()),
-            Some(&b"Upgrade"[..])
-        );
+        assert_eq!(field(&up, "upgrade"), Some(&b"websocket"[..]));
+        assert_eq!(field(&up, "connection"), Some(&b"Upgrade"[..]));
         let h2c = request(&[
             ("Connection", "Upgrade, HTTP2-Settings"),
             ("Upgrade", "h2c"),
@@ -603,16 +596,10 @@ mod tests {
         let chunked = request(&[("Transfer-Encoding", "chunked"), ("Content-Length", "5")]);
         let up = upstream_request(&chunked, true).expect("request");
         assert!(!up.headers.contains_key("content-length"));
-        assert_eq!(
-            up.headers.get("transfer-encoding").map(|v| v.as_bytes()),
-            Some(&b"chunked"[..])
-        );
+        assert_eq!(field(&up, "transfer-encoding"), Some(&b"chunked"[..]));
         let sized = request(&[("Content-Length", "5"), ("Expect", "100-continue")]);
         let up = upstream_request(&sized, true).expect("request");
-        assert_eq!(
-            up.headers.get("content-length").map(|v| v.as_bytes()),
-            Some(&b"5"[..])
-        );
+        assert_eq!(field(&up, "content-length"), Some(&b"5"[..]));
         assert!(!up.headers.contains_key("transfer-encoding"));
         assert!(!up.headers.contains_key("expect"));
         let empty = upstream_request(&request(&[]), false).expect("request");
