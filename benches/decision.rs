@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use common::{v4_addrs, v4_cidrs, Rng};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ipnet::IpNet;
-use sekisho::config::Mode;
 use sekisho::defense::{Ban, BanSet, Source};
+use sekisho::engine::Mode;
 use sekisho::engine::{Country, Facts, Live, Policy, RuleKind, SlotRegistry};
 use sekisho::limiter::{Clock, FakeClock, Limiter};
 

@@ -7,9 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use sekisho::config::Mode;
 use sekisho::defense::{net_of, AutobanPolicy, Ban, BanSet, Offenders, Source, StatusSet, Trigger};
 use sekisho::engine::ip_key;
+use sekisho::engine::Mode;
 
 mod common;
 use common::rss_bytes;

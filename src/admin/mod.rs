@@ -53,15 +53,15 @@ impl Admin {
             .zip(&snap.series.rules)
             .map(|(r, hits)| {
                 let (mode, key) = match r.mode {
-                    crate::config::Mode::Enforce => ("enforce", "refused"),
-                    crate::config::Mode::Count => ("count", "would_refuse"),
+                    crate::engine::Mode::Enforce => ("enforce", "refused"),
+                    crate::engine::Mode::Count => ("count", "would_refuse"),
                 };
                 json!({ "name": r.name, "mode": mode, key: hits.get() })
             })
             .collect();
         let deny_key = match policy.deny_mode {
-            crate::config::Mode::Enforce => "refused",
-            crate::config::Mode::Count => "would_refuse",
+            crate::engine::Mode::Enforce => "refused",
+            crate::engine::Mode::Count => "would_refuse",
         };
         // decisions by action, from the same counters /metrics exports
         let mut decisions = serde_json::Map::new();

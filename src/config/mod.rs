@@ -36,8 +36,7 @@ use crate::limiter::Quota;
 use cache::Cached;
 pub use cache::{content_hash, FileStamp, ListCache};
 pub use error::{field_path_at, ConfigError, ConfigErrors};
-pub use raw::Mode;
-use raw::{RawConfig, RawList, RawRule, S};
+use raw::{RawConfig, RawList, RawMode, RawRule, S};
 
 /// Default `max_tracked_keys`: measured with `examples/limiter_memory.rs`, a key costs ~80 bytes
 /// once the allocator has returned the tables outgrown while filling, ~107 bytes right after;
@@ -437,7 +436,7 @@ impl Validator<'_> {
             .and_then(|l| l.allow.as_ref())
             .and_then(|a| a.mode.as_ref())
         {
-            if m.value == Mode::Count {
+            if m.value == RawMode::Count {
                 self.err(
                     m,
                     "lists.allow.mode",
@@ -449,7 +448,7 @@ impl Validator<'_> {
         let deny = self.list(deny_raw, "lists.deny");
         let deny_mode = deny_raw
             .and_then(|d| d.mode.as_ref())
-            .map(|m| m.value)
+            .map(|m| m.value.into())
             .unwrap_or_default();
 
         let admin_listen = match raw.admin.as_ref().and_then(|a| a.listen.as_ref()) {
@@ -801,7 +800,7 @@ impl Validator<'_> {
                 window,
                 ban,
                 max_ban: max_ban.max(ban),
-                mode: p.mode.unwrap_or_default(),
+                mode: p.mode.unwrap_or_default().into(),
             });
         }
         if let Some(a) = raw.under_attack.as_ref().and_then(|u| u.auto.as_ref()) {
@@ -1046,7 +1045,7 @@ impl Validator<'_> {
                 matcher,
                 kind,
                 response,
-                mode: r.mode.unwrap_or_default(),
+                mode: r.mode.unwrap_or_default().into(),
                 slot,
                 predecessor,
             });

@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::engine::Mode;
+
 /// `S<T>`: a value with the position it was written at.
 pub type S<T> = Spanned<T>;
 
@@ -56,7 +58,7 @@ pub struct RawAutoban {
     pub window: Option<S<String>>,
     pub ban: Option<S<String>>,
     pub max_ban: Option<S<String>>,
-    pub mode: Option<Mode>,
+    pub mode: Option<RawMode>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,7 +151,7 @@ pub struct RawList {
     pub cidrs: Vec<S<String>>,
     #[serde(default)]
     pub files: Vec<S<String>>,
-    pub mode: Option<S<Mode>>,
+    pub mode: Option<S<RawMode>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,7 +163,7 @@ pub struct RawRule {
     pub action: Option<S<Action>>,
     pub limit: Option<S<RawLimit>>,
     pub response: Option<RawResponse>,
-    pub mode: Option<Mode>,
+    pub mode: Option<RawMode>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,10 +198,10 @@ pub struct RawResponse {
     pub retry_after: Option<S<bool>>,
 }
 
-/// `mode:` of a rule or list.
+/// `mode:` of a rule, list or autoban policy, as written; [`Mode`] once read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub enum RawMode {
     /// Refusals are sent.
     #[default]
     Enforce,
@@ -213,4 +215,13 @@ pub enum Mode {
 pub enum Action {
     /// Refuse every matching request.
     Deny,
+}
+
+impl From<RawMode> for Mode {
+    fn from(m: RawMode) -> Self {
+        match m {
+            RawMode::Enforce => Mode::Enforce,
+            RawMode::Count => Mode::Count,
+        }
+    }
 }

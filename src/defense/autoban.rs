@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::config::Mode;
+use crate::engine::Mode;
 use crate::limiter::Nanos;
 
 /// What a policy counts.

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use parking_lot::RwLock;
 
-use crate::config::Mode;
-use crate::engine::ip_key;
+use crate::engine::{Bans, Mode};
+use crate::iplist::ip_key;
 use crate::limiter::Nanos;
 
 const SHARDS: usize = 16;
@@ -488,6 +488,13 @@ pub fn net_of(ip: IpAddr, v6_prefix: u8) -> IpNet {
         IpAddr::V6(v6) => IpNet::new(IpAddr::V6(v6), v6_prefix.min(128))
             .map(|n| n.trunc())
             .unwrap_or_else(|_| IpNet::from(IpAddr::V6(v6))),
+    }
+}
+
+impl Bans for BanSet {
+    #[inline]
+    fn check(&self, ip: IpAddr, now: Nanos) -> Option<Mode> {
+        BanSet::check(self, ip, now)
     }
 }
 

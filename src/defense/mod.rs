@@ -30,8 +30,8 @@ pub use attack::{AttackSwitch, AutoSettings, Preview, Setting};
 pub use autoban::{Offenders, Policy as AutobanPolicy, StatusSet, Trigger};
 pub use bans::{key_of_net, net_of, Added, Ban, BanSet, Source};
 
-use crate::config::Mode;
-use crate::engine::ip_key;
+use crate::engine::Mode;
+use crate::iplist::ip_key;
 use crate::limiter::Nanos;
 use store::{BanRecord, Clocks, Loaded};
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attack::Setting;
 use super::bans::{Ban, Source};
-use crate::config::Mode;
+use crate::engine::Mode;
 use crate::iplist::parse_net;
 use crate::limiter::Nanos;
 

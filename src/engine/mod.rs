@@ -21,12 +21,29 @@ use http::HeaderMap;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 
-pub use crate::config::Mode;
-use crate::defense::BanSet;
+pub use crate::iplist::ip_key;
 use crate::iplist::IpSet;
 use crate::limiter::{BucketKey, Limiter, Nanos, Predecessor, Quota};
 pub use path::normalize_path;
 pub use rule::{HostMatch, KeyKind, LimitSpec, Matcher, Response, Rule, RuleKind};
+
+/// `mode:` of a rule, a list, a ban or an autoban policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Refusals are sent.
+    #[default]
+    Enforce,
+    /// Refusals are only counted and logged (shadow mode).
+    Count,
+}
+
+/// The bans the engine checks before any rule. The engine sees only this: the local ban set
+/// (`defense::BanSet`) implements it, and a set shared by a fleet can too.
+pub trait Bans: Sync {
+    /// The mode of the ban in force on `ip` at `now`, if any (`Enforce` wins over `Count`).
+    /// The request path: no allocation, no I/O.
+    fn check(&self, ip: IpAddr, now: Nanos) -> Option<Mode>;
+}
 
 /// What is known of one request when it is judged.
 #[derive(Debug, Clone, Copy)]
@@ -150,7 +167,7 @@ pub struct Live<'a> {
     /// Token buckets.
     pub limiter: &'a Limiter,
     /// Bans, checked before any rule; `None`: no ban set.
-    pub bans: Option<&'a BanSet>,
+    pub bans: Option<&'a dyn Bans>,
     /// Whether the under-attack profile is enforced.
     pub under_attack: bool,
 }
@@ -306,23 +323,6 @@ impl Policy {
 pub fn retry_after_secs(wait: Nanos) -> u32 {
     let secs = wait.div_ceil(1_000_000_000).max(1);
     u32::try_from(secs).unwrap_or(u32::MAX)
-}
-
-/// The limiter key of a client address: IPv4 whole (as its IPv4-mapped IPv6 form), IPv6
-/// truncated to `v6_prefix` bits so that one host cannot escape its limit by rotating through
-/// the addresses of its /64.
-pub fn ip_key(ip: IpAddr, v6_prefix: u8) -> u128 {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            match v6_prefix {
-                0 => 0,
-                p if p >= 128 => bits,
-                p => bits & (u128::MAX << (128 - u32::from(p))),
-            }
-        }
-    }
 }
 
 /// Gives each limit rule a limiter slot that outlives reloads.

@@ -8,13 +8,12 @@ use http::{HeaderMap, HeaderValue};
 use proptest::prelude::*;
 
 use super::*;
-use crate::config;
 
 const SEC: u64 = 1_000_000_000;
 
 fn policy(rules_yaml: &str) -> (Policy, Limiter) {
     let text = format!("upstreams: [\"127.0.0.1:8000\"]\n{rules_yaml}");
-    let c = config::parse(&text, Path::new("test.yaml"), &SlotRegistry::default())
+    let c = crate::config::parse(&text, Path::new("test.yaml"), &SlotRegistry::default())
         .unwrap_or_else(|e| panic!("{e}"));
     (c.policy, Limiter::new(10_000))
 }

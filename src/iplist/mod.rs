@@ -12,6 +12,23 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+/// The limiter key of a client address: IPv4 whole (as its IPv4-mapped IPv6 form), IPv6
+/// truncated to `v6_prefix` bits so that one host cannot escape its limit by rotating through
+/// the addresses of its /64.
+pub fn ip_key(ip: IpAddr, v6_prefix: u8) -> u128 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            match v6_prefix {
+                0 => 0,
+                p if p >= 128 => bits,
+                p => bits & (u128::MAX << (128 - u32::from(p))),
+            }
+        }
+    }
+}
+
 /// An immutable set of IPv4 and IPv6 ranges.
 #[derive(Debug, Clone, Default)]
 pub struct IpSet {

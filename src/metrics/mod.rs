@@ -12,7 +12,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::config::Mode;
+use crate::engine::Mode;
 use crate::engine::{Country, Policy, RuleKind};
 
 /// Every metric sekisho exports.

@@ -235,7 +235,7 @@ pub fn ip_bytes(ip: std::net::IpAddr, v6_prefix: u8) -> ([u8; 16], usize) {
             (b, 4)
         }
         ip @ std::net::IpAddr::V6(_) => {
-            b.copy_from_slice(&crate::engine::ip_key(ip, v6_prefix).to_be_bytes());
+            b.copy_from_slice(&crate::iplist::ip_key(ip, v6_prefix).to_be_bytes());
             (b, 16)
         }
     }

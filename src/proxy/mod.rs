@@ -488,7 +488,7 @@ impl Sekisho {
             let path = session.req_header().uri.path().as_bytes();
             let now = self.state.clock.now();
             for ban in self.state.defense.observe(p, ip, v6, path, now, unix_now()) {
-                let mode = if ban.mode == crate::config::Mode::Count {
+                let mode = if ban.mode == crate::engine::Mode::Count {
                     "count"
                 } else {
                     "enforce"
