@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::defense::{StatusSet, Trigger};
 use crate::engine::Mode;
 
 fn parse_str(text: &str) -> Result<Config, ConfigErrors> {

@@ -1,0 +1,53 @@
+//! `geo:`: where a client's country comes from (a country database, or a header from trusted
+//! proxies). The database is loaded through the [`ListCache`](super::ListCache), so a reload
+//! that did not touch it keeps the loaded one.
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use serde::Deserialize;
+
+use super::{Validator, S};
+use crate::geo::GeoDb;
+
+/// `geo:`: where a client's country comes from.
+#[derive(Debug, Clone, Default)]
+pub struct GeoSettings {
+    /// `geo.database`, loaded.
+    pub database: Option<Arc<GeoDb>>,
+    /// `geo.header`: a country header believed from trusted proxies only.
+    pub header: Option<HeaderName>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeo {
+    pub database: Option<S<String>>,
+    pub header: Option<S<String>>,
+}
+
+impl Validator<'_> {
+    pub(super) fn geo(&mut self, raw: Option<&RawGeo>) -> GeoSettings {
+        let mut out = GeoSettings::default();
+        let Some(raw) = raw else { return out };
+        if let Some(d) = &raw.database {
+            let path = self.dir.join(&d.value);
+            match self.cache.geo(&path) {
+                Ok(db) => out.database = Some(db),
+                Err(m) => self.err(d, "geo.database", m),
+            }
+            self.list_files.push(path);
+        }
+        if let Some(h) = &raw.header {
+            match HeaderName::from_bytes(h.value.trim().as_bytes()) {
+                Ok(n) => out.header = Some(n),
+                Err(_) => self.err(
+                    h,
+                    "geo.header",
+                    format!("{:?} is not a header name", h.value),
+                ),
+            }
+        }
+        out
+    }
+}

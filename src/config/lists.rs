@@ -1,0 +1,141 @@
+//! `lists:`: the allow and deny CIDR lists, inline and in list files, reused across reloads
+//! through the [`ListCache`](super::ListCache) when their inputs did not change.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::cache::Cached;
+use super::{ConfigError, RawMode, Validator, S};
+use crate::engine::Mode;
+use crate::iplist::{self, IpSet};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLists {
+    pub allow: Option<RawList>,
+    pub deny: Option<RawList>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawList {
+    #[serde(default)]
+    pub cidrs: Vec<S<String>>,
+    #[serde(default)]
+    pub files: Vec<S<String>>,
+    pub mode: Option<S<RawMode>>,
+}
+
+/// `lists:`, built.
+pub(super) struct Lists {
+    pub allow: Arc<IpSet>,
+    pub deny: Arc<IpSet>,
+    pub deny_mode: Mode,
+}
+
+impl Validator<'_> {
+    /// `lists.allow` and `lists.deny`.
+    pub(super) fn lists(&mut self, raw: Option<&RawLists>) -> Lists {
+        let lists = raw;
+        let allow = self.list(lists.and_then(|l| l.allow.as_ref()), "lists.allow");
+        if let Some(m) = lists
+            .and_then(|l| l.allow.as_ref())
+            .and_then(|a| a.mode.as_ref())
+        {
+            if m.value == RawMode::Count {
+                self.err(
+                    m,
+                    "lists.allow.mode",
+                    "the allow list has no count mode (only lists.deny has)",
+                );
+            }
+        }
+        let deny_raw = lists.and_then(|l| l.deny.as_ref());
+        let deny = self.list(deny_raw, "lists.deny");
+        let deny_mode = deny_raw
+            .and_then(|d| d.mode.as_ref())
+            .map(|m| m.value.into())
+            .unwrap_or_default();
+
+        Lists {
+            allow,
+            deny,
+            deny_mode,
+        }
+    }
+
+    fn list(&mut self, raw: Option<&RawList>, field: &str) -> Arc<IpSet> {
+        let Some(raw) = raw else {
+            return Arc::new(IpSet::default());
+        };
+        let errors_before = self.errors.len();
+        // The set's inputs: inline entries and each file's content hash.
+        let mut signature = std::hash::DefaultHasher::new();
+        let mut nets: Vec<IpNet> = Vec::new();
+        for (i, c) in raw.cidrs.iter().enumerate() {
+            c.value.hash(&mut signature);
+            match iplist::parse_net(&c.value) {
+                Ok(n) => nets.push(n),
+                Err(m) => self.err(c, format!("{field}.cidrs[{i}]"), m),
+            }
+        }
+        let mut file_nets: Vec<Arc<Vec<IpNet>>> = Vec::new();
+        for (i, f) in raw.files.iter().enumerate() {
+            let path = self.dir.join(&f.value);
+            let fname = format!("{field}.files[{i}]");
+            self.list_files.push(path.clone());
+            match self.cache.file(&path) {
+                Ok(Cached::Hit(n, hash)) => {
+                    (path.as_path(), hash).hash(&mut signature);
+                    self.loaded_hashes.push((path.clone(), hash));
+                    file_nets.push(n);
+                }
+                Ok(Cached::Miss(text, hash, stamp)) => {
+                    (path.as_path(), hash).hash(&mut signature);
+                    self.loaded_hashes.push((path.clone(), hash));
+                    match iplist::parse_list(&text) {
+                        Ok(n) => {
+                            let n = Arc::new(n);
+                            self.cache.store(&path, stamp, hash, n.clone());
+                            file_nets.push(n);
+                        }
+                        Err(errs) => {
+                            for e in errs {
+                                self.errors.push(ConfigError {
+                                    file: path.clone(),
+                                    line: e.line as u64,
+                                    column: e.column as u64,
+                                    field: fname.clone(),
+                                    message: e.message,
+                                });
+                            }
+                        }
+                    }
+                }
+                Err(e) => self.err(
+                    f,
+                    fname,
+                    format!("cannot read list file {}: {e}", path.display()),
+                ),
+            }
+        }
+        if self.errors.len() > errors_before {
+            return Arc::new(IpSet::default());
+        }
+        let signature = signature.finish();
+        if let Some(set) = self.cache.set(field, signature) {
+            return set;
+        }
+        let total = nets.len() + file_nets.iter().map(|n| n.len()).sum::<usize>();
+        let set = Arc::new(IpSet::new(
+            nets.into_iter()
+                .chain(file_nets.iter().flat_map(|n| n.iter().copied())),
+        ));
+        debug_assert_eq!(set.entries(), total);
+        self.cache.store_set(field, signature, set.clone());
+        set
+    }
+}

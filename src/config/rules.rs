@@ -1,0 +1,431 @@
+//! `rules:` and `under_attack.rules` (matchers, limits, responses), and `max_tracked_keys`, the
+//! bound on the limiter state those rules keep.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+
+use bytes::Bytes;
+use http::HeaderName;
+use regex::{Regex, RegexBuilder};
+use serde::Deserialize;
+
+use super::{ConfigError, RawConfig, RawMode, Validator, S};
+use crate::engine::Country;
+use crate::engine::{
+    HostMatch, KeyKind, LimitSpec, Matcher, Response, Rule, RuleKind, SlotRegistry,
+};
+use crate::limiter::Quota;
+
+/// Default `max_tracked_keys`: measured with `examples/limiter_memory.rs`, a key costs ~80 bytes
+/// once the allocator has returned the tables outgrown while filling, ~107 bytes right after;
+/// 1.5M keys keep the limiter at 120-160 MB, under the 200 MB budget.
+pub const DEFAULT_MAX_TRACKED_KEYS: usize = 1_500_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: S<String>,
+    #[serde(rename = "match")]
+    pub matcher: Option<RawMatch>,
+    pub action: Option<S<Action>>,
+    pub limit: Option<S<RawLimit>>,
+    pub response: Option<RawResponse>,
+    pub mode: Option<RawMode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub path: Option<S<String>>,
+    pub path_prefix: Option<S<String>>,
+    pub path_regex: Option<S<String>>,
+    #[serde(default)]
+    pub methods: Vec<S<String>>,
+    pub host: Option<S<String>>,
+    pub user_agent: Option<S<String>>,
+    #[serde(default)]
+    pub country: Vec<S<String>>,
+    #[serde(default)]
+    pub country_not: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimit {
+    pub rate: S<String>,
+    pub burst: Option<S<u32>>,
+    pub key: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResponse {
+    pub status: Option<S<u16>>,
+    pub body: Option<S<String>>,
+    pub retry_after: Option<S<bool>>,
+}
+
+/// `action:` of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Refuse every matching request.
+    Deny,
+}
+
+/// The rules of both lists, compiled, and what they need from the request.
+pub(super) struct RuleSet {
+    pub rules: Vec<Rule>,
+    /// `rules[profile_from..]` are the `under_attack` profile.
+    pub profile_from: usize,
+    pub uses_country: bool,
+    pub uses_host: bool,
+}
+
+impl Validator<'_> {
+    /// `max_tracked_keys:`.
+    pub(super) fn max_tracked_keys(&mut self, raw: &RawConfig) -> usize {
+        match &raw.max_tracked_keys {
+            Some(m) if m.value == 0 => {
+                self.err(m, "max_tracked_keys", "must be at least 1");
+                DEFAULT_MAX_TRACKED_KEYS
+            }
+            Some(m) => m.value,
+            None => DEFAULT_MAX_TRACKED_KEYS,
+        }
+    }
+
+    /// `rules:` then `under_attack.rules`; a country rule without a country source is an error.
+    pub(super) fn rule_set(&mut self, raw: &RawConfig, slots: &SlotRegistry) -> RuleSet {
+        let mut names = std::collections::HashMap::new();
+        let mut rules = self.rules(&raw.rules, slots, "rules", &mut names);
+        let profile_from = rules.len();
+        let under_attack = raw.under_attack.as_ref();
+        rules.extend(self.rules(
+            under_attack.map_or(&[][..], |u| &u.rules[..]),
+            slots,
+            "under_attack.rules",
+            &mut names,
+        ));
+        let uses_country = rules.iter().any(|r| {
+            r.matcher.uses_country()
+                || matches!(&r.kind, RuleKind::Limit(l) if l.key == KeyKind::Country)
+        });
+        let uses_host = rules.iter().any(|r| r.matcher.uses_host());
+        // (a geo source given but broken has its own error already)
+        let geo_given = raw
+            .geo
+            .as_ref()
+            .is_some_and(|g| g.database.is_some() || g.header.is_some());
+        if uses_country && !geo_given {
+            if let Some((i, key, at)) = raw.rules.iter().enumerate().find_map(|(i, r)| {
+                let m = r.matcher.as_ref()?;
+                m.country
+                    .first()
+                    .map(|c| (i, "country", c))
+                    .or_else(|| m.country_not.first().map(|c| (i, "country_not", c)))
+            }) {
+                self.err(
+                    at,
+                    format!("rules[{i}].match.{key}"),
+                    "country rules need geo.database or geo.header",
+                );
+            } else {
+                self.errors.push(ConfigError {
+                    file: self.file.clone(),
+                    line: 0,
+                    column: 0,
+                    field: "geo".into(),
+                    message: "a limit keyed by country needs geo.database or geo.header".into(),
+                });
+            }
+        }
+        RuleSet {
+            rules,
+            profile_from,
+            uses_country,
+            uses_host,
+        }
+    }
+
+    /// Rules under `field` (`rules` or `under_attack.rules`); names are unique across both
+    /// lists (`seen`: name → where it was first given).
+    fn rules(
+        &mut self,
+        raw: &[RawRule],
+        slots: &SlotRegistry,
+        field: &str,
+        seen: &mut HashMap<String, String>,
+    ) -> Vec<Rule> {
+        let mut rules = Vec::with_capacity(raw.len());
+        if raw.len() + seen.len() > usize::from(u16::MAX) {
+            self.errors.push(ConfigError {
+                file: self.file.clone(),
+                line: 0,
+                column: 0,
+                field: field.into(),
+                message: format!("at most {} rules in all", u16::MAX),
+            });
+            return rules;
+        }
+        for (i, r) in raw.iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            let name = r.name.value.trim();
+            if name.is_empty() {
+                self.err(&r.name, format!("{at}.name"), "a rule needs a name");
+            } else if let Some(prev) = seen.insert(name.to_string(), at.clone()) {
+                self.err(
+                    &r.name,
+                    format!("{at}.name"),
+                    format!("duplicate rule name {name:?} (also {prev})"),
+                );
+            }
+            let matcher = self.matcher(r.matcher.as_ref(), &at);
+            let kind = match (&r.action, &r.limit) {
+                (Some(_), None) => RuleKind::Deny,
+                (None, Some(l)) => match self.limit(l, &at) {
+                    Some(spec) => RuleKind::Limit(spec),
+                    None => RuleKind::Deny,
+                },
+                (Some(a), Some(_)) => {
+                    self.err(
+                        a,
+                        format!("{at}.action"),
+                        "give either `action: deny` or `limit:`, not both",
+                    );
+                    RuleKind::Deny
+                }
+                (None, None) => {
+                    self.err(&r.name, &at, "a rule needs `action: deny` or a `limit:`");
+                    RuleKind::Deny
+                }
+            };
+            let response = self.response(r, &at, matches!(kind, RuleKind::Limit(_)));
+            let (slot, predecessor) = match &kind {
+                RuleKind::Limit(spec) => slots.assign(name, spec),
+                RuleKind::Deny => (0, None),
+            };
+            rules.push(Rule {
+                name: name.to_string(),
+                matcher,
+                kind,
+                response,
+                mode: r.mode.unwrap_or_default().into(),
+                slot,
+                predecessor,
+            });
+        }
+        rules
+    }
+
+    fn matcher(&mut self, raw: Option<&RawMatch>, at: &str) -> Matcher {
+        let Some(m) = raw else {
+            return Matcher::default();
+        };
+        let mut out = Matcher::default();
+        for (key, v) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
+            if let Some(p) = v {
+                if !p.value.starts_with('/') {
+                    self.err(
+                        p,
+                        format!("{at}.match.{key}"),
+                        format!("{:?} must start with '/'", p.value),
+                    );
+                } else if p.value.contains(['?', '#']) {
+                    self.err(
+                        p,
+                        format!("{at}.match.{key}"),
+                        format!("{:?}: paths are matched without the query string; use path_regex for anything else", p.value),
+                    );
+                } else if crate::engine::normalize_path(&p.value) != p.value.as_str() {
+                    self.err(
+                        p,
+                        format!("{at}.match.{key}"),
+                        format!(
+                            "{:?} can never match: requests are matched on their normalised path ({:?})",
+                            p.value,
+                            crate::engine::normalize_path(&p.value)
+                        ),
+                    );
+                }
+            }
+        }
+        out.path = m.path.as_ref().map(|p| p.value.clone());
+        out.path_prefix = m.path_prefix.as_ref().map(|p| p.value.clone());
+        out.path_regex = m
+            .path_regex
+            .as_ref()
+            .and_then(|r| self.regex(r, &format!("{at}.match.path_regex")));
+        out.user_agent = m.user_agent.as_ref().and_then(|r| {
+            let field = format!("{at}.match.user_agent");
+            match regex::bytes::RegexBuilder::new(&r.value)
+                .size_limit(1 << 20)
+                .build()
+            {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    self.err(r, field, regex_message(&e.to_string()));
+                    None
+                }
+            }
+        });
+        for (i, meth) in m.methods.iter().enumerate() {
+            let up = meth.value.trim().to_ascii_uppercase();
+            if up.is_empty() || !up.bytes().all(|b| b.is_ascii_uppercase()) {
+                self.err(
+                    meth,
+                    format!("{at}.match.methods[{i}]"),
+                    format!("{:?} is not an HTTP method (GET, POST, ...)", meth.value),
+                );
+            } else {
+                out.methods.push(up);
+            }
+        }
+        for (key, list, out_list) in [
+            ("country", &m.country, &mut out.country),
+            ("country_not", &m.country_not, &mut out.country_not),
+        ] {
+            for (i, c) in list.iter().enumerate() {
+                match Country::parse(c.value.trim().as_bytes()) {
+                    Some(code) => out_list.push(code),
+                    None => self.errors.push(ConfigError {
+                        file: self.file.clone(),
+                        line: c.referenced.line(),
+                        column: c.referenced.column(),
+                        field: format!("{at}.match.{key}[{i}]"),
+                        message: format!("{:?} is not a two-letter country code (e.g. JP, US) or \"??\" for unknown", c.value),
+                    }),
+                }
+            }
+        }
+        if let Some(h) = &m.host {
+            let v = h.value.trim();
+            let bad_star = v.strip_prefix("*.").unwrap_or(v).contains('*');
+            if v.is_empty() || bad_star || h.value.contains(['/', ' ', ':']) {
+                self.err(
+                    h,
+                    format!("{at}.match.host"),
+                    format!(
+                        "{:?} is not a host name (example.com or *.example.com, no port)",
+                        h.value
+                    ),
+                );
+            } else {
+                out.host = Some(HostMatch::parse(&h.value));
+            }
+        }
+        out
+    }
+
+    fn regex(&mut self, r: &S<String>, field: &str) -> Option<Regex> {
+        match RegexBuilder::new(&r.value).size_limit(1 << 20).build() {
+            Ok(re) => Some(re),
+            Err(e) => {
+                let msg = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.err(r, field, format!("bad regex: {msg}"));
+                None
+            }
+        }
+    }
+
+    fn limit(&mut self, l: &S<RawLimit>, at: &str) -> Option<LimitSpec> {
+        let rate = &l.value.rate;
+        let (count, period) = match Quota::parse_rate(&rate.value) {
+            Ok(r) => r,
+            Err(e) => {
+                self.err(rate, format!("{at}.limit.rate"), e.to_string());
+                return None;
+            }
+        };
+        let burst = match &l.value.burst {
+            Some(b) => match NonZeroU32::new(b.value) {
+                Some(n) => n,
+                None => {
+                    self.err(b, format!("{at}.limit.burst"), "must be at least 1");
+                    return None;
+                }
+            },
+            None => count,
+        };
+        let Some(quota) = Quota::new(count, period, burst) else {
+            self.err(
+                rate,
+                format!("{at}.limit"),
+                "rate times burst is out of range",
+            );
+            return None;
+        };
+        let key = match &l.value.key {
+            None => KeyKind::Ip,
+            Some(k) => match k.value.trim() {
+                "ip" => KeyKind::Ip,
+                "ip_path" => KeyKind::IpPath,
+                "country" => KeyKind::Country,
+                other => match other.strip_prefix("header:") {
+                    Some(h) => match HeaderName::from_bytes(h.trim().as_bytes()) {
+                        Ok(n) => KeyKind::Header(n),
+                        Err(_) => {
+                            self.err(
+                                k,
+                                format!("{at}.limit.key"),
+                                format!("{h:?} is not a header name"),
+                            );
+                            return None;
+                        }
+                    },
+                    None => {
+                        self.err(
+                            k,
+                            format!("{at}.limit.key"),
+                            format!("{other:?}: use ip, ip_path, country or header:NAME"),
+                        );
+                        return None;
+                    }
+                },
+            },
+        };
+        Some(LimitSpec { quota, key })
+    }
+
+    fn response(&mut self, r: &RawRule, at: &str, is_limit: bool) -> Response {
+        let Some(resp) = &r.response else {
+            return Response::plain(403);
+        };
+        let status = match &resp.status {
+            Some(s) if !(200..=599).contains(&s.value) || matches!(s.value, 204 | 205 | 304) => {
+                self.err(s, format!("{at}.response.status"), format!("{} cannot be a refusal: use a status from 200 to 599 that carries a body (403 is the default; 429 for limits is common)", s.value));
+                403
+            }
+            Some(s) => s.value,
+            None => 403,
+        };
+        let mut out = Response::plain(status);
+        if let Some(b) = &resp.body {
+            out.body = Bytes::from(b.value.clone());
+        }
+        if let Some(ra) = resp.retry_after.as_ref().filter(|ra| ra.value) {
+            if is_limit {
+                out.retry_after = true;
+            } else {
+                self.err(
+                    ra,
+                    format!("{at}.response.retry_after"),
+                    "retry_after applies to limit rules only",
+                );
+            }
+        }
+        out
+    }
+}
+
+/// A regex error on one line.
+fn regex_message(e: &str) -> String {
+    format!(
+        "bad regex: {}",
+        e.split_whitespace().collect::<Vec<_>>().join(" ")
+    )
+}

@@ -1,0 +1,116 @@
+//! `upstreams:` and `upstream_options:`: where allowed requests go and how sekisho talks to them.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, RawConfig, Validator, S};
+
+/// One upstream peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// As written (`origin.internal:8000`).
+    pub name: String,
+    /// Resolved at load.
+    pub addr: SocketAddr,
+}
+
+/// `upstream_options:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOptions {
+    /// TCP connect timeout (default 2 s).
+    pub connect_timeout: Duration,
+    /// Timeout for each read from upstream (default 30 s).
+    pub read_timeout: Duration,
+    /// Timeout for each write to upstream (default 30 s).
+    pub write_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept (default 60 s).
+    pub idle_timeout: Duration,
+    /// How long a peer that refused a connection is skipped (default 10 s).
+    pub down_for: Duration,
+    /// Idle keep-alive connections kept to upstream (default 1024; restart to change).
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamOptions {
+    pub connect_timeout: Option<S<String>>,
+    pub read_timeout: Option<S<String>>,
+    pub write_timeout: Option<S<String>>,
+    pub idle_timeout: Option<S<String>>,
+    pub down_for: Option<S<String>>,
+    pub pool_size: Option<S<usize>>,
+}
+
+impl Validator<'_> {
+    /// `upstreams:` (at least one, each resolved now) and `upstream_options:`.
+    pub(super) fn upstreams(&mut self, raw: &RawConfig) -> (Vec<Upstream>, UpstreamOptions) {
+        let mut upstreams = Vec::new();
+        for (i, u) in raw.upstreams.iter().enumerate() {
+            match u.value.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(addr)) => upstreams.push(Upstream {
+                    name: u.value.clone(),
+                    addr,
+                }),
+                Ok(None) => self.err(
+                    u,
+                    format!("upstreams[{i}]"),
+                    format!("{:?} resolves to no address", u.value),
+                ),
+                Err(e) => self.err(
+                    u,
+                    format!("upstreams[{i}]"),
+                    format!("{:?} is not a reachable host:port ({e})", u.value),
+                ),
+            }
+        }
+        if raw.upstreams.is_empty() {
+            self.errors.push(ConfigError {
+                file: self.file.clone(),
+                line: 1,
+                column: 1,
+                field: "upstreams".into(),
+                message: "at least one upstream host:port is required, e.g. upstreams: [\"127.0.0.1:8000\"]".into(),
+            });
+        }
+        let uo = raw.upstream_options.as_ref();
+        let upstream_options = UpstreamOptions {
+            connect_timeout: self.timeout(
+                uo.and_then(|o| o.connect_timeout.as_ref()),
+                "upstream_options.connect_timeout",
+                Duration::from_secs(2),
+            ),
+            read_timeout: self.timeout(
+                uo.and_then(|o| o.read_timeout.as_ref()),
+                "upstream_options.read_timeout",
+                Duration::from_secs(30),
+            ),
+            write_timeout: self.timeout(
+                uo.and_then(|o| o.write_timeout.as_ref()),
+                "upstream_options.write_timeout",
+                Duration::from_secs(30),
+            ),
+            idle_timeout: self.timeout(
+                uo.and_then(|o| o.idle_timeout.as_ref()),
+                "upstream_options.idle_timeout",
+                Duration::from_secs(60),
+            ),
+            down_for: self.duration(
+                uo.and_then(|o| o.down_for.as_ref()),
+                "upstream_options.down_for",
+                Duration::from_secs(10),
+            ),
+            pool_size: match uo.and_then(|o| o.pool_size.as_ref()) {
+                Some(p) if p.value == 0 => {
+                    self.err(p, "upstream_options.pool_size", "must be at least 1");
+                    1024
+                }
+                Some(p) => p.value,
+                None => 1024,
+            },
+        };
+        (upstreams, upstream_options)
+    }
+}
