@@ -96,7 +96,7 @@ pub fn bans(
             None
         }
     };
-    let records = match store::read(&path)? {
+    let records = match store::read(&path).map_err(|e| e.to_string())? {
         Loaded::Missing => {
             eprintln!(
                 "warning: no state file at {} (no ban saved yet? under systemd it is in $STATE_DIRECTORY, e.g. --state /var/lib/sekisho/sekisho-bans.json; or ask the proxy with --admin)",
@@ -105,7 +105,7 @@ pub fn bans(
             Vec::new()
         }
         Loaded::State(s) => s.bans,
-        Loaded::Corrupt { error, .. } => return Err(error),
+        Loaded::Corrupt { error, .. } => return Err(error.to_string()),
     };
     let Some(x) = export else {
         let live: Vec<&BanRecord> = records.iter().filter(|r| r.until > now).collect();
@@ -118,7 +118,8 @@ pub fn bans(
         aggregate: x.aggregate,
     };
     let allow = config.as_ref().map(|c| &*c.policy.allow);
-    let e = crate::defense::export_records(&records, now, &x.format, &options, allow)?;
+    let e = crate::defense::export_records(&records, now, &x.format, &options, allow)
+        .map_err(|e| e.to_string())?;
     if e.allow_listed > 0 {
         eprintln!(
             "note: {} ban(s) overlapping the allow list left out",

@@ -108,7 +108,7 @@ impl Admin {
                 "autoban_policies": snap.config.defense.autoban.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
                 "tracked_offenders": s.defense.offenders.len(),
                 "state_file": s.defense.state_file.as_ref().map(|p| p.display().to_string()),
-                "state_error": *s.defense.state_error.lock(),
+                "state_error": s.defense.state_error.lock().as_ref().map(ToString::to_string),
                 "under_attack": s.defense.attack.describe(),
             },
         })
@@ -189,7 +189,7 @@ impl Admin {
             "live": records.len(),
             "max_bans": d.bans.max(),
             "state_file": d.state_file.as_ref().map(|p| p.display().to_string()),
-            "state_error": *d.state_error.lock(),
+            "state_error": d.state_error.lock().as_ref().map(ToString::to_string),
             "tracked_offenders": d.offenders.len(),
             "bans": records,
         })
@@ -308,7 +308,7 @@ impl Admin {
         let state = self.state.clone();
         match tokio::task::spawn_blocking(move || crate::reload::save_bans(&state, true)).await {
             Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(e),
+            Ok(Err(e)) => Some(e.to_string()),
             Err(e) => Some(format!("the save task failed: {e}")),
         }
     }
@@ -339,6 +339,7 @@ impl Admin {
             &options,
             Some(&self.state.snapshot.load().config.policy.allow),
         )
+        .map_err(|e| e.to_string())
     }
 
     /// `POST /admin/under-attack?switch=on|off|auto`.

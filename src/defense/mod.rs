@@ -33,7 +33,7 @@ pub use bans::{key_of_net, net_of, Added, Ban, BanSet, Source};
 use crate::engine::Mode;
 use crate::iplist::ip_key;
 use crate::limiter::Nanos;
-use store::{BanRecord, Clocks, Loaded};
+use store::{BanRecord, Clocks, Loaded, StoreError};
 
 /// Default `bans.max_bans`.
 pub const DEFAULT_MAX_BANS: usize = 100_000;
@@ -87,7 +87,7 @@ pub struct Defense {
     /// Where bans are kept across restarts.
     pub state_file: Option<PathBuf>,
     /// The last problem with the state file (load or save), for `/admin/status`.
-    pub state_error: Mutex<Option<String>>,
+    pub state_error: Mutex<Option<StateError>>,
     /// Serialises saves, from taking the snapshot to the rename: a later snapshot is never
     /// overwritten by an earlier one.
     save_lock: Mutex<()>,
@@ -95,6 +95,47 @@ pub struct Defense {
     escalate_after: u32,
     /// Live IPv6 autobans by /48: (client key, until), for escalation.
     v6_blocks: Mutex<HashMap<u64, Vec<(u128, Nanos)>>>,
+}
+
+/// A problem with the state file, kept for `/admin/status` until it is resolved.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StateError {
+    /// The file found at start could not be used: the proxy started with no bans.
+    #[error("{error} ({}); started with no bans", aside(.moved_to))]
+    Unusable {
+        /// What is wrong with it.
+        error: StoreError,
+        /// Where it was moved (`None`: it could not be).
+        moved_to: Option<PathBuf>,
+    },
+    /// The last save failed; it is retried every second, and cleared by one that works.
+    #[error(transparent)]
+    Save(StoreError),
+}
+
+/// Where an unusable state file went, in words.
+fn aside(moved_to: &Option<PathBuf>) -> String {
+    moved_to.as_ref().map_or_else(
+        || "it could not be moved aside".to_string(),
+        |p| format!("moved to {}", p.display()),
+    )
+}
+
+/// Why [`export_records`] could not render an export.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportBansError {
+    /// The format is not one of those known.
+    #[error("format {format:?}: use plain, nginx, nginx-geo, aws-waf-ipset or json")]
+    Format {
+        /// The format asked for.
+        format: String,
+    },
+    /// The records could not be written as JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The networks could not be rendered in the format (too many for the limit).
+    #[error(transparent)]
+    Render(#[from] export::ExportError),
 }
 
 /// A ban to add by hand.
@@ -149,13 +190,9 @@ impl Defense {
                     );
                 }
                 Loaded::Corrupt { error: e, moved_to } => {
-                    let moved = moved_to.map_or_else(
-                        || "it could not be moved aside".to_string(),
-                        |p| format!("moved to {}", p.display()),
-                    );
-                    let message = format!("{e} ({moved}); started with no bans");
-                    tracing::error!("ban state file unusable: {message}");
-                    error = Some(message);
+                    let unusable = StateError::Unusable { error: e, moved_to };
+                    tracing::error!("ban state file unusable: {unusable}");
+                    error = Some(unusable);
                 }
             }
         }
@@ -345,7 +382,7 @@ impl Defense {
 
     /// Writes the state file if bans changed since the last save (or `force`). Never panics;
     /// a failure is logged, kept for `/admin/status`, and retried at the next call.
-    pub fn save(&self, clocks: Clocks, force: bool) -> Result<bool, String> {
+    pub fn save(&self, clocks: Clocks, force: bool) -> Result<bool, StoreError> {
         let Some(path) = &self.state_file else {
             return Ok(false);
         };
@@ -358,23 +395,23 @@ impl Defense {
         match store::save(path, &state) {
             Ok(()) => {
                 let mut e = self.state_error.lock();
-                if e.as_deref().is_some_and(|e| e.starts_with("cannot save")) {
+                if matches!(*e, Some(StateError::Save(_))) {
                     *e = None;
                 }
                 Ok(true)
             }
             Err(e) => {
                 self.bans.mark_dirty();
-                let message = format!("cannot save {}: {e}", path.display());
+                let message = e.to_string();
                 let mut last = self.state_error.lock();
                 // retried every second: log a new problem, not each retry
-                if last.as_deref() != Some(message.as_str()) {
+                if !matches!(&*last, Some(StateError::Save(l)) if l.to_string() == message) {
                     tracing::error!(
                         "{message} (retrying every second; bans still apply in memory)"
                     );
                 }
-                *last = Some(message.clone());
-                Err(message)
+                *last = Some(StateError::Save(e.clone()));
+                Err(e)
             }
         }
     }
@@ -412,12 +449,14 @@ pub fn export_records(
     format: &str,
     options: &export::ExportOptions,
     allow: Option<&crate::iplist::IpSet>,
-) -> Result<Exported, String> {
+) -> Result<Exported, ExportBansError> {
     let f = match format {
         "json" => None,
-        f => Some(export::Format::parse(f).ok_or_else(|| {
-            format!("format {format:?}: use plain, nginx, nginx-geo, aws-waf-ipset or json")
-        })?),
+        f => Some(
+            export::Format::parse(f).ok_or_else(|| ExportBansError::Format {
+                format: format.to_string(),
+            })?,
+        ),
     };
     let mut allow_listed = 0;
     let live: Vec<(&BanRecord, IpNet)> = records
@@ -432,7 +471,7 @@ pub fn export_records(
         .collect();
     let Some(f) = f else {
         let records: Vec<&BanRecord> = live.iter().map(|(r, _)| *r).collect();
-        let mut text = serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?;
+        let mut text = serde_json::to_string_pretty(&records)?;
         text.push('\n');
         return Ok(Exported {
             content_type: "application/json",
@@ -441,7 +480,7 @@ pub fn export_records(
         });
     };
     let nets: Vec<IpNet> = live.iter().map(|(_, n)| *n).collect();
-    let rendered = export::render(&nets, f, options).map_err(|e| e.to_string())?;
+    let rendered = export::render(&nets, f, options)?;
     Ok(Exported {
         content_type: f.content_type(),
         text: rendered.text,
@@ -535,6 +574,46 @@ mod tests {
                 1
             );
         }
+    }
+
+    #[test]
+    fn errors_read_as_they_always_did() {
+        let bad = || StoreError::Version {
+            path: "/var/lib/sekisho/bans.json".into(),
+            found: 2,
+        };
+        let moved = StateError::Unusable {
+            error: bad(),
+            moved_to: Some("/var/lib/sekisho/bans.json.corrupt-42".into()),
+        };
+        assert_eq!(
+            moved.to_string(),
+            "/var/lib/sekisho/bans.json: version 2 is not one this sekisho reads (1) \
+             (moved to /var/lib/sekisho/bans.json.corrupt-42); started with no bans"
+        );
+        let stuck = StateError::Unusable {
+            error: bad(),
+            moved_to: None,
+        };
+        assert_eq!(
+            stuck.to_string(),
+            "/var/lib/sekisho/bans.json: version 2 is not one this sekisho reads (1) \
+             (it could not be moved aside); started with no bans"
+        );
+        let write = StoreError::Write {
+            path: "bans.json".into(),
+            source: std::sync::Arc::new(std::io::Error::other("disk full")),
+        };
+        assert_eq!(
+            StateError::Save(write).to_string(),
+            "cannot save bans.json: disk full"
+        );
+
+        let format = export_records(&[], 0, "iptables", &Default::default(), None);
+        assert_eq!(
+            format.expect_err("unknown format").to_string(),
+            "format \"iptables\": use plain, nginx, nginx-geo, aws-waf-ipset or json"
+        );
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! does not overwrite the evidence, reported, and the proxy starts without it.
 
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,71 @@ use crate::limiter::Nanos;
 
 /// The file's layout version.
 const VERSION: u32 = 1;
+
+/// Why the state file could not be read, used or written.
+///
+/// Cheap to clone (the OS and JSON errors are shared), so the last one can be kept for
+/// `/admin/status` and returned to the caller too.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The file exists but could not be read.
+    #[error("{}: cannot read: {source}", .path.display())]
+    Read {
+        /// The state file.
+        path: PathBuf,
+        /// The OS error.
+        source: Arc<io::Error>,
+    },
+    /// The file is JSON of a layout version this build does not read.
+    #[error("{}: version {found} is not one this sekisho reads ({VERSION})", .path.display())]
+    Version {
+        /// The state file.
+        path: PathBuf,
+        /// The version the file says it is.
+        found: u32,
+    },
+    /// The file is not a state file (not JSON, or not the right shape).
+    #[error("{}:{line}:{column}: not a sekisho state file: {source}", .path.display())]
+    Parse {
+        /// The state file.
+        path: PathBuf,
+        /// Where the parser stopped (1-based; 0 when it has no position).
+        line: usize,
+        /// The column on that line.
+        column: usize,
+        /// What the parser said.
+        source: Arc<serde_json::Error>,
+    },
+    /// Writing it (the temp file, the fsyncs or the rename) failed.
+    #[error("cannot save {}: {source}", .path.display())]
+    Write {
+        /// The state file.
+        path: PathBuf,
+        /// The OS error.
+        source: Arc<io::Error>,
+    },
+}
+
+/// Why a state file entry does not stand for a ban.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BanRecordError {
+    /// `net` is not an address or a CIDR.
+    #[error("ban {net:?}: {reason}")]
+    Net {
+        /// The entry's `net`, as written.
+        net: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `mode` is neither `enforce` nor `count`.
+    #[error("ban {net:?}: mode {mode:?} is not enforce or count")]
+    Mode {
+        /// The entry's `net`.
+        net: String,
+        /// The entry's `mode`, as written.
+        mode: String,
+    },
+}
 
 /// One ban as written to the state file, the admin API and `bans export --format json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,16 +174,19 @@ impl BanRecord {
     }
 
     /// The ban this record stands for; an error naming what is wrong.
-    pub fn to_ban(&self, clocks: &Clocks) -> Result<Ban, String> {
-        let net = parse_net(&self.net).map_err(|e| format!("ban {:?}: {e}", self.net))?;
+    pub fn to_ban(&self, clocks: &Clocks) -> Result<Ban, BanRecordError> {
+        let net = parse_net(&self.net).map_err(|reason| BanRecordError::Net {
+            net: self.net.clone(),
+            reason,
+        })?;
         let mode = match self.mode.as_str() {
             "enforce" => Mode::Enforce,
             "count" => Mode::Count,
             m => {
-                return Err(format!(
-                    "ban {:?}: mode {m:?} is not enforce or count",
-                    self.net
-                ))
+                return Err(BanRecordError::Mode {
+                    net: self.net.clone(),
+                    mode: m.to_string(),
+                })
             }
         };
         Ok(Ban {
@@ -137,7 +206,14 @@ impl BanRecord {
 }
 
 /// Writes `state` to `path` atomically (temp file, fsync, rename, fsync of the folder).
-pub fn save(path: &Path, state: &StateFile) -> std::io::Result<()> {
+pub fn save(path: &Path, state: &StateFile) -> Result<(), StoreError> {
+    write(path, state).map_err(|e| StoreError::Write {
+        path: path.to_path_buf(),
+        source: Arc::new(e),
+    })
+}
+
+fn write(path: &Path, state: &StateFile) -> io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -152,7 +228,7 @@ pub fn save(path: &Path, state: &StateFile) -> std::io::Result<()> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
-    let mut body = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    let mut body = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
     body.push(b'\n');
     let written = (|| {
         let mut f = fs::File::create(&tmp)?;
@@ -177,7 +253,7 @@ pub enum Loaded {
     /// The file could not be used; it was moved to `moved_to` (if that worked).
     Corrupt {
         /// What is wrong, with the file's name.
-        error: String,
+        error: StoreError,
         /// Where the unreadable file is now.
         moved_to: Option<PathBuf>,
     },
@@ -185,29 +261,33 @@ pub enum Loaded {
 
 /// Reads the state file at `path` without touching it (for `sekisho bans`); `Err` only when
 /// it exists but cannot be read.
-pub fn read(path: &Path) -> Result<Loaded, String> {
+pub fn read(path: &Path) -> Result<Loaded, StoreError> {
     let text = match fs::read(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
-        Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(e) => {
+            return Err(StoreError::Read {
+                path: path.to_path_buf(),
+                source: Arc::new(e),
+            })
+        }
     };
     Ok(match serde_json::from_slice::<StateFile>(&text) {
         Ok(s) if s.version == VERSION => Loaded::State(s),
         Ok(s) => Loaded::Corrupt {
-            error: format!(
-                "{}: version {} is not one this sekisho reads ({VERSION})",
-                path.display(),
-                s.version
-            ),
+            error: StoreError::Version {
+                path: path.to_path_buf(),
+                found: s.version,
+            },
             moved_to: None,
         },
         Err(e) => Loaded::Corrupt {
-            error: format!(
-                "{}:{}:{}: not a sekisho state file: {e}",
-                path.display(),
-                e.line(),
-                e.column()
-            ),
+            error: StoreError::Parse {
+                path: path.to_path_buf(),
+                line: e.line(),
+                column: e.column(),
+                source: Arc::new(e),
+            },
             moved_to: None,
         },
     })
@@ -315,7 +395,7 @@ mod tests {
         fs::write(&path, b"{\"version\": 1, \"bans\": [tru").expect("write");
         match load(&path, 42) {
             Loaded::Corrupt { error, moved_to } => {
-                assert!(error.contains("bans.json:1:"), "{error}");
+                assert!(error.to_string().contains("bans.json:1:"), "{error}");
                 assert_eq!(moved_to, Some(dir.path().join("bans.json.corrupt-42")));
             }
             other => panic!("expected Corrupt, got {other:?}"),
@@ -338,6 +418,71 @@ mod tests {
             reason: String::new(),
         };
         let e = r.to_ban(&clocks).expect_err("bad address");
-        assert!(e.contains("203.0.113.300"), "{e}");
+        assert!(e.to_string().contains("203.0.113.300"), "{e}");
+    }
+
+    #[test]
+    fn errors_read_as_they_always_did() {
+        let path = Path::new("/var/lib/sekisho/bans.json");
+        let os = || Arc::new(io::Error::other("disk full"));
+        let read = StoreError::Read {
+            path: path.into(),
+            source: os(),
+        };
+        assert_eq!(
+            read.to_string(),
+            "/var/lib/sekisho/bans.json: cannot read: disk full"
+        );
+        let version = StoreError::Version {
+            path: path.into(),
+            found: 7,
+        };
+        assert_eq!(
+            version.to_string(),
+            "/var/lib/sekisho/bans.json: version 7 is not one this sekisho reads (1)"
+        );
+        let e = serde_json::from_slice::<StateFile>(b"{\"version\": 1,\n \"bans\": [tru")
+            .expect_err("torn");
+        let parse = StoreError::Parse {
+            path: path.into(),
+            line: e.line(),
+            column: e.column(),
+            source: Arc::new(e),
+        };
+        assert_eq!(
+            parse.to_string(),
+            "/var/lib/sekisho/bans.json:2:13: not a sekisho state file: \
+             EOF while parsing a value at line 2 column 13"
+        );
+        let write = StoreError::Write {
+            path: path.into(),
+            source: os(),
+        };
+        assert_eq!(
+            write.to_string(),
+            "cannot save /var/lib/sekisho/bans.json: disk full"
+        );
+
+        let record = |net: &str, mode: &str| BanRecord {
+            net: net.into(),
+            since: 0,
+            until: 10,
+            forget_at: 10,
+            strikes: 1,
+            mode: mode.into(),
+            source: "manual".into(),
+            reason: String::new(),
+        };
+        let clocks = Clocks { mono: 0, unix: 0 };
+        let net = record("203.0.113.300", "enforce").to_ban(&clocks);
+        assert_eq!(
+            net.expect_err("bad address").to_string(),
+            "ban \"203.0.113.300\": \"203.0.113.300\" is not an IP address or CIDR"
+        );
+        let mode = record("192.0.2.1/32", "block").to_ban(&clocks);
+        assert_eq!(
+            mode.expect_err("bad mode").to_string(),
+            "ban \"192.0.2.1/32\": mode \"block\" is not enforce or count"
+        );
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{self, ConfigErrors};
 use crate::defense::attack::{Switched, Totals};
-use crate::defense::store::Clocks;
+use crate::defense::store::{Clocks, StoreError};
 use crate::limiter::Clock;
 use crate::proxy::{unix_now, Snapshot, State};
 pub use watch::FileWatch;
@@ -235,7 +235,7 @@ impl Housekeeping {
 }
 
 /// Writes the ban state file if bans changed (or `force`), counting the outcome. Blocking.
-pub fn save_bans(state: &State, force: bool) -> Result<bool, String> {
+pub fn save_bans(state: &State, force: bool) -> Result<bool, StoreError> {
     let clocks = Clocks {
         mono: state.clock.now(),
         unix: unix_now(),
