@@ -24,7 +24,7 @@ const GEO: &str = r#"
 
 fn geo(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let db = GeoDb::open(&root.join("conf/geo/iptoasn-country.mmdb")).expect("bundled database");
+    let db = GeoDb::open(&root.join("conf/geo/dbip-country.mmdb")).expect("bundled database");
     let mut rng = Rng::new(11);
     let v4 = v4_addrs(4096, &mut rng);
     let v6: Vec<_> = v6_addrs(4096, &mut rng)
@@ -56,7 +56,7 @@ fn geo(c: &mut Criterion) {
 
     let parse = |rules: &str| {
         let text = format!(
-            "upstreams: [\"127.0.0.1:8000\"]\ngeo: {{ database: geo/iptoasn-country.mmdb }}\nrules:\n{rules}"
+            "upstreams: [\"127.0.0.1:8000\"]\ngeo: {{ database: geo/dbip-country.mmdb }}\nrules:\n{rules}"
         );
         sekisho::config::parse(
             &text,

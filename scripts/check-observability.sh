@@ -29,7 +29,7 @@ grace_period: 0s
 graceful_shutdown_timeout: 1s
 upstreams: ["127.0.0.1:$ORIGIN"]
 decision_log: { path: decisions.log }
-geo: { database: $ROOT/conf/geo/iptoasn-country.mmdb }
+geo: { database: $ROOT/conf/geo/dbip-country.mmdb }
 lists:
   deny: { cidrs: ["127.0.0.2"] }
 rules:

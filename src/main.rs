@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use sekisho::engine::SlotRegistry;
+use sekisho::geo::attribution;
 
 #[derive(Parser)]
 #[command(
@@ -107,9 +108,9 @@ fn main() -> ExitCode {
                 Ok(c) => {
                     let geo = c.geo.database.as_ref().map_or(String::new(), |db| {
                         format!(
-                            ", country database {:?} built at Unix time {}",
+                            ", country database {:?} built {}",
                             db.database_type(),
-                            db.build_epoch()
+                            db.build_date()
                         )
                     });
                     let profile = c.policy.rules.len() - c.policy.profile_from;
@@ -125,6 +126,9 @@ fn main() -> ExitCode {
                         c.policy.deny.entries(),
                         c.upstreams.len()
                     );
+                    if let Some(a) = c.geo.database_path.as_deref().and_then(attribution) {
+                        println!("country database: {a}");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(errors) => {

@@ -2,6 +2,7 @@
 //! proxies). The database is loaded through the [`ListCache`](super::ListCache), so a reload
 //! that did not touch it keeps the loaded one.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::HeaderName;
@@ -15,6 +16,8 @@ use crate::geo::GeoDb;
 pub struct GeoSettings {
     /// `geo.database`, loaded.
     pub database: Option<Arc<GeoDb>>,
+    /// `geo.database`'s path, resolved against the config's folder.
+    pub database_path: Option<PathBuf>,
     /// `geo.header`: a country header believed from trusted proxies only.
     pub header: Option<HeaderName>,
 }
@@ -36,6 +39,7 @@ impl Validator<'_> {
                 Ok(db) => out.database = Some(db),
                 Err(m) => self.err(d, "geo.database", m),
             }
+            out.database_path = Some(path.clone());
             self.list_files.push(path);
         }
         if let Some(h) = &raw.header {

@@ -13,6 +13,17 @@ use serde::Deserialize;
 
 use crate::engine::Country;
 
+/// The attribution the licence of the database at `path` asks for, if it is one whose
+/// licence does: DB-IP's free databases (CC BY 4.0), as shipped in `conf/geo/` and as their
+/// files are named (`dbip-country.mmdb`, `dbip-country-lite-*.mmdb`). Their metadata does not
+/// say who made them, so the file name is what tells.
+pub fn attribution(path: &Path) -> Option<&'static str> {
+    let name = path.file_name()?.to_str()?;
+    name.to_ascii_lowercase()
+        .starts_with("dbip-")
+        .then_some("IP Geolocation by DB-IP (https://db-ip.com), CC BY 4.0")
+}
+
 /// A loaded country database.
 pub struct GeoDb {
     reader: maxminddb::Reader<Vec<u8>>,
@@ -95,6 +106,14 @@ impl GeoDb {
         self.reader.metadata().build_epoch
     }
 
+    /// The day the database was built, `YYYY-MM-DD` (UTC).
+    pub fn build_date(&self) -> String {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.build_epoch());
+        let mut s = humantime::format_rfc3339_seconds(t).to_string();
+        s.truncate(10);
+        s
+    }
+
     /// The database's type, e.g. `GeoLite2-Country`.
     pub fn database_type(&self) -> &str {
         &self.reader.metadata().database_type
@@ -139,6 +158,21 @@ mod tests {
     }
 
     #[test]
+    fn only_db_ip_files_ask_for_attribution() {
+        assert!(attribution(Path::new("/etc/sekisho/geo/dbip-country.mmdb")).is_some());
+        assert!(attribution(Path::new("DBIP-country-lite-2026-06.mmdb")).is_some());
+        assert_eq!(attribution(Path::new("GeoLite2-Country.mmdb")), None);
+        assert_eq!(attribution(Path::new("/")), None);
+    }
+
+    #[test]
+    fn the_build_date_is_a_utc_day() {
+        let db = GeoDb::from_bytes(fixture()).unwrap();
+        let d = db.build_date();
+        assert_eq!((d.len(), &d[4..5], &d[7..8]), (10, "-", "-"), "{d}");
+    }
+
+    #[test]
     fn damaged_files_are_rejected() {
         let good = fixture();
         assert!(GeoDb::from_bytes(good[..good.len() / 2].to_vec()).is_err());
@@ -149,11 +183,21 @@ mod tests {
     #[test]
     fn the_bundled_database_loads() {
         let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/geo/iptoasn-country.mmdb");
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/geo/dbip-country.mmdb");
         let db = GeoDb::open(&path).unwrap();
         assert_eq!(db.country("1.0.16.1".parse().unwrap()), Country(*b"JP"));
         assert_eq!(db.country("8.8.8.8".parse().unwrap()), Country(*b"US"));
         assert_eq!(db.country("127.0.0.1".parse().unwrap()), Country::UNKNOWN);
+        // Whole networks the registration-country database it replaced placed elsewhere: a
+        // Russian search engine's (as RS) and a Chinese public resolver (as US).
+        assert_eq!(db.country("77.88.8.8".parse().unwrap()), Country(*b"RU"));
+        assert_eq!(db.country("5.255.255.5".parse().unwrap()), Country(*b"RU"));
+        assert_eq!(
+            db.country("114.114.114.114".parse().unwrap()),
+            Country(*b"CN")
+        );
+        assert_eq!(db.build_date().len(), 10);
+        assert!(attribution(&path).is_some_and(|a| a.contains("DB-IP")));
         assert!(db.build_epoch() > 1_700_000_000);
     }
 }

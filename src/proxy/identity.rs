@@ -111,6 +111,7 @@ mod tests {
         let p = policy(&["10.0.0.0/8"]);
         let geo = GeoSettings {
             database: None,
+            database_path: None,
             header: Some(HeaderName::from_static("cf-ipcountry")),
         };
         let mut h = HeaderMap::new();
