@@ -332,3 +332,133 @@ fn a_stuck_log_writer_drops_and_counts_instead_of_waiting() {
         "dropped {dropped} written {written}"
     );
 }
+
+/// The metric names and the label values a PromQL text selects with `=` or with `=~` on plain
+/// alternatives (`class=~"4xx|5xx"`): (name, [(label, value)]). `instance` and `job` are the
+/// scraper's labels; negative matchers select nothing to check.
+fn selected_series(text: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let text = text.replace("\\\"", "\"");
+    let mut out = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("sekisho_") {
+        rest = &rest[i..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = rest[..end].to_string();
+        rest = &rest[end..];
+        let mut wanted = Vec::new();
+        if let Some(sel) = rest.strip_prefix('{') {
+            let close = sel.find('}').unwrap_or(sel.len());
+            for m in sel[..close].split(',') {
+                let m = m.trim();
+                let (label, values) = if let Some((l, v)) = m.split_once("=~") {
+                    (l, v)
+                } else if let Some((l, v)) = m.split_once('=') {
+                    if l.ends_with('!') {
+                        continue;
+                    }
+                    (l, v)
+                } else {
+                    continue;
+                };
+                let label = label.trim();
+                if label == "instance" || label == "job" || label.ends_with('!') {
+                    continue;
+                }
+                let values = values.trim().trim_matches('"');
+                if values
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '|')
+                {
+                    for v in values.split('|') {
+                        wanted.push((label.to_string(), v.to_string()));
+                    }
+                }
+            }
+        }
+        out.push((name, wanted));
+    }
+    out
+}
+
+/// Whether the exposition has a series `name` carrying `label="value"` (any other labels).
+fn has_series(scrape: &str, name: &str, label: Option<(&str, &str)>) -> bool {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series))
+        .any(|series| {
+            let (n, labels) = series.split_once('{').unwrap_or((series, "}"));
+            let labels = labels.strip_suffix('}').unwrap_or(labels);
+            n == name
+                && label.is_none_or(|(k, v)| labels.split(',').any(|p| p == format!("{k}=\"{v}\"")))
+        })
+}
+
+#[test]
+fn a_fresh_process_exports_every_series_the_shipped_alerts_and_dashboard_select() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let origin = Origin::start();
+    // The shipped config, with the test's listeners and origin.
+    let shipped = std::fs::read_to_string(root.join("conf/sekisho.yaml")).unwrap();
+    let body: String = shipped
+        .lines()
+        .filter(|l| {
+            !["listen:", "admin:", "threads:", "graceful_shutdown_timeout:"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| {
+            if l.starts_with("upstreams:") {
+                origin.upstreams().trim_end().to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let proxy = Proxy::start_with(&body, |dir| {
+        std::fs::copy(root.join("conf/deny.txt"), dir.join("deny.txt")).unwrap();
+        std::fs::create_dir_all(dir.join("geo")).unwrap();
+        for e in std::fs::read_dir(root.join("conf/geo")).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "mmdb") {
+                std::fs::copy(&p, dir.join("geo").join(p.file_name().unwrap())).unwrap();
+            }
+        }
+    });
+    let scrape = get_from(None, proxy.admin_addr(), "/metrics").text();
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for file in [
+        "contrib/prometheus/sekisho.rules.yml",
+        "contrib/grafana/sekisho.json",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for (name, labels) in selected_series(&text) {
+            checked += 1;
+            if !has_series(&scrape, &name, None) {
+                missing.push(format!("{file}: {name}"));
+            }
+            for (k, v) in &labels {
+                if !has_series(&scrape, &name, Some((k, v))) {
+                    missing.push(format!("{file}: {name}{{{k}=\"{v}\"}}"));
+                }
+            }
+        }
+    }
+    // The alert on autoban surges selects policy!="manual": each shipped policy's series.
+    for policy in ["probers", "limit-trippers"] {
+        assert!(shipped.contains(&format!("name: {policy}")), "{policy}");
+        if !has_series(&scrape, "sekisho_bans_total", Some(("policy", policy))) {
+            missing.push(format!("sekisho_bans_total{{policy=\"{policy}\"}}"));
+        }
+    }
+    assert!(checked > 30, "too few selectors found ({checked})");
+    assert!(
+        missing.is_empty(),
+        "a fresh process lacks series that shipped alerts or panels select (an alert on increase() would miss the first event):\n{}",
+        missing.join("\n")
+    );
+}

@@ -42,11 +42,17 @@ pub struct RawDecisionLog {
     pub max_lines_per_second: Option<S<u64>>,
 }
 
+/// The admin listener's default port, on 127.0.0.1. 9090 is Prometheus's own port, so on a host
+/// that runs Prometheus the admin listener never started. 9248 is in the Prometheus project's
+/// default port allocations (9100-9999, the range exporters take their ports from), held by a
+/// "coming soon" entry that never shipped: no well-known exporter listens there.
+pub const DEFAULT_ADMIN_PORT: u16 = 9248;
+
 impl Validator<'_> {
     /// `admin.listen`: the admin HTTP listener; `None` when set to `off`.
     pub(super) fn admin_listen(&mut self, raw: &RawConfig) -> Option<SocketAddr> {
         match raw.admin.as_ref().and_then(|a| a.listen.as_ref()) {
-            None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT))),
             Some(l) if l.value.trim() == "off" => None,
             Some(l) => match l.value.parse::<SocketAddr>() {
                 Ok(a) => Some(a),
@@ -55,7 +61,7 @@ impl Validator<'_> {
                         l,
                         "admin.listen",
                         format!(
-                            "{:?} is not an address:port (e.g. \"127.0.0.1:9090\"), or off",
+                            "{:?} is not an address:port (e.g. \"127.0.0.1:9248\"), or off",
                             l.value
                         ),
                     );

@@ -37,7 +37,7 @@ use serde_saphyr::Spanned;
 
 use crate::defense::DefenseSettings;
 use crate::engine::{Country, Mode, Policy, Response, SlotRegistry};
-pub use admin::DecisionLogSettings;
+pub use admin::{DecisionLogSettings, DEFAULT_ADMIN_PORT};
 pub use cache::{content_hash, FileStamp, ListCache};
 pub use client_ip::ClientIp;
 pub use error::{field_path_at, ConfigError, ConfigErrors};

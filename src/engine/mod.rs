@@ -37,6 +37,16 @@ pub enum Mode {
     Count,
 }
 
+impl Mode {
+    /// `enforce` or `count`, as written in the config and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Count => "count",
+        }
+    }
+}
+
 /// The bans the engine checks before any rule. The engine sees only this: the local ban set
 /// (`defense::BanSet`) implements it, and a set shared by a fleet can too.
 pub trait Bans: Sync {

@@ -244,6 +244,18 @@ impl Metrics {
             "Requests the under-attack profile would have refused while it was off, by profile rule.",
             &["rule"],
         );
+        // Every series with labels from a fixed set starts at 0, so that `increase()` in an
+        // alert sees the first event after a start (a series born at 1 has no sample before it).
+        for result in ["ok", "error"] {
+            reloads.with_label_values(&[result]);
+            state_saves.with_label_values(&[result]);
+        }
+        for to in ["on", "off"] {
+            under_attack_switches.with_label_values(&[to]);
+        }
+        for mode in ["enforce", "count"] {
+            bans.with_label_values(&["manual", mode]);
+        }
         Self {
             requests,
             local_responses,
@@ -308,6 +320,14 @@ impl Metrics {
             under_attack_switches,
             would_refuse,
             registry: r,
+        }
+    }
+
+    /// Makes each autoban policy's `sekisho_bans_total` series exist (at 0 until its first
+    /// ban), so an alert on its increase sees the first one.
+    pub fn init_autoban_series(&self, policies: &[crate::defense::AutobanPolicy]) {
+        for p in policies {
+            self.bans.with_label_values(&[p.name.as_str(), p.mode.as_str()]);
         }
     }
 

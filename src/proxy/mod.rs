@@ -58,6 +58,7 @@ impl Snapshot {
         let upstreams = UpstreamPool::new(&config.upstreams, config.upstream_options.down_for);
         let series = metrics.series_for(&config.policy, &config.metric_countries);
         metrics.generation.set(generation as i64);
+        metrics.init_autoban_series(&config.defense.autoban);
         metrics
             .list_entries
             .with_label_values(&["allow"])
@@ -488,11 +489,7 @@ impl Sekisho {
             let path = session.req_header().uri.path().as_bytes();
             let now = self.state.clock.now();
             for ban in self.state.defense.observe(p, ip, v6, path, now, unix_now()) {
-                let mode = if ban.mode == crate::engine::Mode::Count {
-                    "count"
-                } else {
-                    "enforce"
-                };
+                let mode = ban.mode.as_str();
                 self.state
                     .metrics
                     .bans
