@@ -5,8 +5,7 @@
 //! go, sibling pairs become their parent. Where a target caps the number of entries (AWS WAF
 //! holds 10,000 per IP set, one set per address family), the list is either refused with the
 //! numbers ([`ExportError::TooMany`]) or, when the caller asks, widened into fewer, larger
-//! prefixes ([`aggregate`]) that cover every banned address and as few others as it can
-//! find (the fewest possible whenever its optimisation lands on the limit exactly).
+//! prefixes ([`aggregate`]) that cover every banned address and, by a greedy, few others.
 //!
 //! This module is pure: it does no I/O, knows nothing of where bans come from, and never
 //! parses anything but its own format names.
@@ -236,35 +235,38 @@ pub fn merge(nets: &[IpNet]) -> Vec<IpNet> {
 }
 
 /// Merges `nets` ([`merge`]), then widens prefixes until at most `max` entries remain in each
-/// address family, covering every input address and adding as few others as it can.
+/// address family, covering every input address and, greedily, few others.
 ///
-/// Every output entry is a prefix of the merged input's binary trie that covers whole
-/// subtrees. Candidates from two methods are compared and the one covering the fewest
-/// addresses is kept:
+/// What it guarantees:
 ///
-/// - An exact optimisation over the trie for a price per entry (a Lagrangian relaxation;
-///   the price is found by a parametric search over the convex hull of addresses against
-///   entries). It gives the fewest possible addresses for the number of entries it lands
-///   on. When that is `max` (as for 25,000 random IPv4 hosts into 10,000) the export is
-///   optimal; when `max` falls between two hull points, the one just over `max` is finished
-///   by the greedy below, and the result is never worse than the optimum for the hull point
-///   under `max`.
-/// - A greedy: each step replaces two neighbouring entries alone under their common parent
-///   by that parent, removing exactly one entry, cheapest step first (ties: the longer
-///   parent, then the lower address). It can pass over a costly step that makes the next
-///   ones free, which the optimisation does not, but between hull points it sometimes
-///   wins.
+/// - Every input address is still covered: the output is a superset of the input.
+/// - Each family has at most `max` entries, except that a family is never widened to `/0`,
+///   so one entry in each `/1` can remain when `max` is below 2 (a `/0` comes out only when
+///   the input already covers the whole family).
+/// - Where a family already fits, its entries are exactly [`merge`]'s.
+/// - No prefix is widened to shorter than `/8` (IPv4) or `/32` (IPv6) while fitting within
+///   those is possible; only when every `/8` (`/32`) holds one entry and the count is still
+///   over `max` does it go wider. Lossless merges may still join whole neighbouring prefixes
+///   (two `/8`s into a `/7`).
+/// - The result is sorted, disjoint and canonical (no sibling pair left), like [`merge`]'s.
 ///
-/// No prefix is widened to shorter than `/8` (IPv4) or `/32` (IPv6) while fitting within
-/// those is possible; only when every `/8` (`/32`) holds one entry and the count is still
-/// over `max` does the greedy go wider. Lossless merges may still join whole neighbouring
-/// prefixes (two `/8`s into a `/7`). It never widens to `/0`, so one entry in each `/1` can
-/// remain when `max` is below 2; a `/0` comes out only when the input already covers the
-/// whole family.
+/// How: each step replaces two neighbouring entries alone under their common parent by that
+/// parent, removing one entry; the step adding the fewest uncovered addresses goes first
+/// (ties: the longer parent, then the lower address), and lossless merges are taken as they
+/// appear. That is the cheapest way to remove one entry, so one step short of fitting the
+/// result is optimal. Over more steps it is not, since it never looks ahead: it can pass
+/// over a costly step that makes the next ones free, or a wider prefix that takes in several
+/// entries at once. Measured against the fewest addresses possible (an exact tree knapsack,
+/// `cargo run --release --example export_aggregate`), the addresses it covers beyond the
+/// input, into 10,000 entries: 5 to 9% more for 20,000 to 100,000 uniform random IPv4 hosts
+/// (exports that block 29 to 87% of IPv4 either way); 0 to 19% more, at most about 514,000
+/// addresses, for hosts clustered in hosting providers' `/24`s and `/16`s and for IPv6 `/64`s
+/// (38% once, where the fewest possible was 575). Into 1,000 entries: 1 to 7% more, where
+/// either way blocks 18% of IPv4 or more. Contrived inputs can be many times the fewest
+/// possible (23 addresses where 2 suffice).
 ///
-/// Where a family already fits, its entries are exactly [`merge`]'s. Otherwise time is
-/// `O(n log n)` plus a few dozen linear passes (16 for a million random IPv4 hosts), about a
-/// second of CPU for a million bans in a release build: call it off the async runtime.
+/// Time is `O(n log n)` in the merged entries, tens of milliseconds for 100,000 random IPv4
+/// hosts into 10,000 in a release build; for a million, call it off the async runtime.
 pub fn aggregate(nets: &[IpNet], max: usize) -> Vec<IpNet> {
     let (v4, v6) = split(nets);
     let v4 = aggregate_blocks(merge_blocks(v4, V4), V4, max);
@@ -419,288 +421,22 @@ fn common_len(a: Block, b: Block, fam: Family) -> u8 {
     (differ as u8).min(a.len).min(b.len)
 }
 
-/// [`aggregate`] on one family's merged, sorted, disjoint blocks.
-///
-/// Up to three candidates; the one covering the fewest addresses wins (then the fewest
-/// entries): the Lagrangian optimum with at most `max` entries, the Lagrangian optimum just
-/// over `max` brought down by [`greedy`], and [`greedy`] alone (see [`Trie`]). When the
-/// Lagrangian optimum lands on exactly `max` entries it is the least over-covering export
-/// possible within the `/8` (`/32`) floor; otherwise the result is no worse than that
-/// optimum for fewer entries, nor than the greedy's. (On 3,000 small random cases the greedy
-/// alone won 0.7% of the time, so it stays despite its cost on large inputs.)
-fn aggregate_blocks(blocks: Vec<Block>, fam: Family, max: usize) -> Vec<Block> {
-    if blocks.len() <= max {
-        return blocks;
-    }
-    let (under, over) = Trie::new(&blocks, fam).best(max);
-    let mut candidates = Vec::with_capacity(3);
-    if let Some(under) = under {
-        candidates.push(greedy(under, fam, max));
-        // Without `under`, the floor decides: the greedy alone would first take every step
-        // within the floor and so arrive where `over` already is.
-        candidates.push(greedy(blocks, fam, max));
-    }
-    if let Some(over) = over {
-        candidates.push(greedy(over, fam, max));
-    }
-    candidates
-        .into_iter()
-        .min_by_key(|c| (covered(c, fam), c.len()))
-        .unwrap_or_default()
-}
-
-/// The binary trie of a family's merged blocks, compressed to its branch points: the leaves
-/// are the blocks and each inner node is the common parent of two neighbouring blocks. Nodes
-/// are stored in post-order, so a node's right child sits just before it.
-///
-/// Give each entry a price `lambda`. Covering a subtree by its node's prefix costs that
-/// prefix's addresses plus `lambda`; leaving it split costs what its two children cost.
-/// Solved bottom-up, this yields the export with the fewest addresses for however many
-/// entries it ends with (a Lagrangian relaxation of "at most `max` entries"; the optima over
-/// all prices are the lower convex hull of addresses against entries). [`Trie::best`] walks
-/// that hull to the two optima either side of `max`. Only inner nodes no shorter than the
-/// floor may cover; [`greedy`] goes wider where it must.
-struct Trie {
-    fam: Family,
-    /// First address of each node's prefix.
-    start: Vec<u128>,
-    /// Prefix length of each node.
-    len: Vec<u8>,
-    /// Each inner node's left child; `usize::MAX` for a leaf. The right child is `node - 1`.
-    left: Vec<usize>,
-}
-
-/// One solution of the [`Trie`] for a price: the price, its entries and addresses.
-#[derive(Debug, Clone, Copy)]
-struct Solution {
-    lambda: f64,
-    entries: usize,
-    addresses: u128,
-}
-
-impl Trie {
-    const LEAF: usize = usize::MAX;
-
-    fn new(blocks: &[Block], fam: Family) -> Trie {
-        const NONE: usize = usize::MAX;
-        let n = blocks.len();
-        let common: Vec<u8> = blocks
-            .windows(2)
-            .map(|w| common_len(w[0], w[1], fam))
-            .collect();
-        // Cartesian tree over the common lengths, shortest at the root. No two inner nodes in
-        // one subtree share a length (a prefix has one midpoint), so there are no ties.
-        let mut left = vec![NONE; common.len()];
-        let mut right = vec![NONE; common.len()];
-        let mut stack: Vec<usize> = Vec::new();
-        for i in 0..common.len() {
-            let mut last = NONE;
-            while let Some(&top) = stack.last() {
-                if common[top] <= common[i] {
-                    break;
-                }
-                last = top;
-                stack.pop();
-            }
-            left[i] = last;
-            if let Some(&top) = stack.last() {
-                right[top] = i;
-            }
-            stack.push(i);
-        }
-
-        // Lay the nodes out in post-order. `Ok(i)` is leaf i, `Err(i)` inner node i.
-        let nodes = 2 * n - 1;
-        let mut trie = Trie {
-            fam,
-            start: Vec::with_capacity(nodes),
-            len: Vec::with_capacity(nodes),
-            left: Vec::with_capacity(nodes),
-        };
-        let mut leaf_at = vec![0usize; n];
-        let mut inner_at = vec![0usize; common.len()];
-        let child = |i: usize, side: &[usize], leaf: usize| -> Result<usize, usize> {
-            if side[i] == NONE {
-                Ok(leaf)
-            } else {
-                Err(side[i])
-            }
-        };
-        let root = stack.first().map_or(Ok(0), |&i| Err(i));
-        let mut todo: Vec<(Result<usize, usize>, bool)> = vec![(root, false)];
-        while let Some((node, children_done)) = todo.pop() {
-            match node {
-                Ok(i) => {
-                    leaf_at[i] = trie.len.len();
-                    trie.start.push(blocks[i].start);
-                    trie.len.push(blocks[i].len);
-                    trie.left.push(Self::LEAF);
-                }
-                Err(i) if !children_done => {
-                    todo.push((node, true));
-                    todo.push((child(i, &right, i + 1), false));
-                    todo.push((child(i, &left, i), false));
-                }
-                Err(i) => {
-                    let l = match child(i, &left, i) {
-                        Ok(leaf) => leaf_at[leaf],
-                        Err(inner) => inner_at[inner],
-                    };
-                    inner_at[i] = trie.len.len();
-                    trie.start
-                        .push(blocks[i].start & !host_mask(common[i], fam));
-                    trie.len.push(common[i]);
-                    trie.left.push(l);
-                }
-            }
-        }
-        trie
-    }
-
-    /// Solves for `lambda`, ties going to fewer entries, and marks in `cover` the nodes
-    /// that cover their subtree. `cost`, `entries`, `addresses` and `cover` hold a slot a node.
-    fn solve(&self, lambda: f64, scratch: &mut Scratch) -> Solution {
-        let floor = self.fam.floor;
-        // Prefix sizes as floats, exact (powers of two), by prefix length.
-        let mut sizes = [0f64; 129];
-        for (len, s) in sizes
-            .iter_mut()
-            .enumerate()
-            .take(usize::from(self.fam.width) + 1)
-        {
-            *s = 2f64.powi(i32::from(self.fam.width) - len as i32);
-        }
-        for p in 0..self.len.len() {
-            let size = size(self.len[p], self.fam);
-            let whole = sizes[usize::from(self.len[p])] + lambda;
-            let l = self.left[p];
-            if l == Self::LEAF {
-                scratch.set(p, whole, 1, size, true);
-                continue;
-            }
-            let r = p - 1;
-            let split = scratch.cost[l] + scratch.cost[r];
-            if self.len[p] >= floor && whole <= split {
-                scratch.set(p, whole, 1, size, true);
-            } else {
-                let entries = scratch.entries[l] + scratch.entries[r];
-                let addresses = scratch.addresses[l].saturating_add(scratch.addresses[r]);
-                scratch.set(p, split, entries, addresses, false);
-            }
-        }
-        let root = self.len.len() - 1;
-        Solution {
-            lambda,
-            entries: scratch.entries[root],
-            addresses: scratch.addresses[root],
-        }
-    }
-
-    /// The blocks the last [`Trie::solve`] chose, in address order.
-    fn frontier(&self, scratch: &Scratch) -> Vec<Block> {
-        let mut out = Vec::new();
-        let mut todo = vec![self.len.len() - 1];
-        while let Some(p) = todo.pop() {
-            if scratch.cover[p] {
-                out.push(Block {
-                    start: self.start[p],
-                    len: self.len[p],
-                });
-            } else {
-                todo.push(p - 1);
-                todo.push(self.left[p]);
-            }
-        }
-        out
-    }
-
-    /// The Lagrangian optima with at most `max` entries (`None` when the floor keeps every
-    /// one over `max`) and just over `max` (`None` when that is the merged input itself).
-    /// `max < blocks`.
-    ///
-    /// Starts from the price 0 (nothing covered: every block, since merged blocks leave no
-    /// inner node full) and a price above every prefix's size (everything covered that the
-    /// floor allows), then repeatedly solves at the price where the two solutions cost the
-    /// same. A solution cheaper there is a hull point between them and replaces the one on
-    /// its side of `max`; none means the two are neighbours on the hull. Each step finds a
-    /// new hull point, so it ends; 64 steps bound it against float rounding.
-    fn best(&self, max: usize) -> (Option<Vec<Block>>, Option<Vec<Block>>) {
-        let mut scratch = Scratch::new(self.len.len());
-        let top = 2f64.powi(i32::from(self.fam.width) + 2);
-        let mut hi = self.solve(top, &mut scratch);
-        if hi.entries > max {
-            return (None, Some(self.frontier(&scratch)));
-        }
-        let mut lo = self.solve(0.0, &mut scratch);
-        for _ in 0..64 {
-            if lo.entries - hi.entries <= 1 {
-                break;
-            }
-            let lambda =
-                hi.addresses.saturating_sub(lo.addresses) as f64 / (lo.entries - hi.entries) as f64;
-            if !(lambda > lo.lambda && lambda < hi.lambda) {
-                break;
-            }
-            let s = self.solve(lambda, &mut scratch);
-            if s.entries > max && s.entries < lo.entries {
-                lo = s;
-            } else if s.entries <= max && s.entries > hi.entries {
-                hi = s;
-            } else {
-                break;
-            }
-        }
-        self.solve(hi.lambda, &mut scratch);
-        let under = self.frontier(&scratch);
-        let over = (lo.lambda > 0.0).then(|| {
-            self.solve(lo.lambda, &mut scratch);
-            self.frontier(&scratch)
-        });
-        (Some(under), over)
-    }
-}
-
-/// Per-node working state of [`Trie::solve`], allocated once per [`Trie::best`].
-struct Scratch {
-    cost: Vec<f64>,
-    entries: Vec<usize>,
-    addresses: Vec<u128>,
-    cover: Vec<bool>,
-}
-
-impl Scratch {
-    fn new(nodes: usize) -> Scratch {
-        Scratch {
-            cost: vec![0.0; nodes],
-            entries: vec![0; nodes],
-            addresses: vec![0; nodes],
-            cover: vec![false; nodes],
-        }
-    }
-
-    fn set(&mut self, p: usize, cost: f64, entries: usize, addresses: u128, cover: bool) {
-        self.cost[p] = cost;
-        self.entries[p] = entries;
-        self.addresses[p] = addresses;
-        self.cover[p] = cover;
-    }
-}
-
-/// Brings `blocks` (sorted, disjoint) to at most `max` entries one step at a time, and takes
-/// every free (lossless) merge on the way, so the result is canonical.
+/// [`aggregate`] on one family's merged, sorted, disjoint blocks: the greedy it describes.
+/// Where they already fit they come back as they are.
 ///
 /// Entries form a linked list in address order. The pair (`i`, next) is a candidate when its
 /// common parent holds no other entry, which is when its common length is longer than both
 /// neighbouring pairs' (common lengths of neighbouring pairs are never equal: a prefix has
 /// one midpoint). Merging a candidate leaves the common lengths of the other pairs as they
 /// were, so only the two new neighbouring pairs need a look, and a candidate's cost never
-/// changes while it waits.
-fn greedy(blocks: Vec<Block>, fam: Family, max: usize) -> Vec<Block> {
+/// changes while it waits. Past `max` it keeps taking the free (lossless) merges, so the
+/// result is canonical.
+fn aggregate_blocks(blocks: Vec<Block>, fam: Family, max: usize) -> Vec<Block> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
 
     const NONE: usize = usize::MAX;
-    if blocks.is_empty() {
+    if blocks.len() <= max {
         return blocks;
     }
     let n = blocks.len();
@@ -1114,7 +850,7 @@ mod tests {
     }
 
     #[test]
-    fn aggregate_finds_the_optimum_the_greedy_misses() {
+    fn aggregate_is_greedy_and_can_miss_the_optimum() {
         // Under 10.0.0.0/27: widening 10.0.0.0/29 + 10.0.0.15 to a /28 costs 7 addresses and
         // then joins 10.0.0.16/28 for free (-2 entries for 7); each outer pair costs 6 as a
         // /29 (-2 entries for 12). The greedy takes the two 6s; the optimum is the 7.
@@ -1127,20 +863,21 @@ mod tests {
             "10.2.0.0",
             "10.2.0.7",
         ]);
-        let optimum = [
-            "10.0.0.0/27",
-            "10.1.0.0/32",
-            "10.1.0.7/32",
-            "10.2.0.0/32",
-            "10.2.0.7/32",
-        ];
-        assert_eq!(strings(&aggregate(&input, 5)), optimum);
-        let (v4, _) = split(&input);
-        let greedy_only = greedy(merge_blocks(v4, V4), V4, 5);
-        assert_eq!((covered(&greedy_only, V4), greedy_only.len()), (41, 5));
-        assert_eq!(v4_covered(&aggregate(&input, 5)), 36);
-        // 6 lies between the optima for 7 and 5 entries: one outer pair (6 addresses) beats
-        // the 5-entry optimum (7).
+        let out = aggregate(&input, 5);
+        assert_eq!(
+            strings(&out),
+            [
+                "10.0.0.0/29",
+                "10.0.0.15/32",
+                "10.0.0.16/28",
+                "10.1.0.0/29",
+                "10.2.0.0/29"
+            ]
+        );
+        assert_eq!(v4_covered(&out), 41);
+        let least = least_covered(&families(&merge(&input))[0], 5);
+        assert_eq!(least, Some(36));
+        // One step short (6 entries) the greedy is optimal: one outer pair, 6 addresses.
         assert_eq!(
             strings(&aggregate(&input, 6)),
             [
@@ -1295,9 +1032,14 @@ mod tests {
             baseline.len()
         );
         assert!(ours <= theirs, "ours {ours} > baseline {theirs}");
-        // Optimal: a Lagrangian tree DP over these addresses, written separately (Python),
-        // lands on exactly 10,000 entries with this over-coverage, so none can be lower.
-        assert_eq!(ours, 1_697_106_390);
+        // Not optimal: the least possible is 1,697,106,390 (a Lagrangian tree DP written
+        // separately in Python, an exact optimiser this module once held, and the tree
+        // knapsack in examples/export_aggregate.rs agree); the greedy is 9.1% over it.
+        assert_eq!(ours, 1_851_148_769);
+        assert!(
+            ours * 100 <= 1_697_106_390 * 110,
+            "{ours} more than 10% over the optimum"
+        );
 
         // render agrees: the same entries, flagged and counted.
         let opts = ExportOptions {
@@ -1517,7 +1259,97 @@ mod tests {
         prop::collection::vec(prop_oneof![9 => clustered, 1 => anywhere], 0..40)
     }
 
+    /// One family of a [`merge`]d list as (first address, prefix length), with its width and
+    /// floor.
+    struct Fam {
+        width: u8,
+        floor: u8,
+        blocks: Vec<(u128, u8)>,
+    }
+
+    fn families(merged: &[IpNet]) -> [Fam; 2] {
+        let of = |v4: bool, width, floor| Fam {
+            width,
+            floor,
+            blocks: merged
+                .iter()
+                .filter(|n| n.addr().is_ipv4() == v4)
+                .map(|n| {
+                    let start = match n.network() {
+                        IpAddr::V4(a) => u128::from(u32::from(a)),
+                        IpAddr::V6(a) => u128::from(a),
+                    };
+                    (start, n.prefix_len())
+                })
+                .collect(),
+        };
+        [of(true, 32, 8), of(false, 128, 32)]
+    }
+
+    /// Reference for small inputs: the fewest addresses any cover of `fam` by at most `max`
+    /// entries can hold, by exhausting the covers of its binary trie (each entry one merged
+    /// network or the parent of a run of them; any cover can be brought to that shape
+    /// without more entries or addresses), none shorter than the floor but for a lossless
+    /// join of two whole halves. `None` when the floor rules out every such cover.
+    fn least_covered(fam: &Fam, max: usize) -> Option<u128> {
+        // covers(blocks)[k - 1]: the fewest addresses for exactly k entries.
+        fn covers(blocks: &[(u128, u8)], width: u8, floor: u8) -> Vec<Option<u128>> {
+            let size = |len: u8| 1u128.checked_shl(u32::from(width - len));
+            if let [(_, len)] = blocks {
+                return vec![size(*len)];
+            }
+            let (first, last) = (blocks[0].0, blocks[blocks.len() - 1].0);
+            let d = ((first ^ last).leading_zeros() - (128 - u32::from(width))) as u8;
+            let bit = width - 1 - d;
+            let mid = blocks.partition_point(|&(s, _)| s >> bit & 1 == 0);
+            let l = covers(&blocks[..mid], width, floor);
+            let r = covers(&blocks[mid..], width, floor);
+            let mut out = vec![None; l.len() + r.len()];
+            let lossless = l[0].zip(r[0]).and_then(|(a, b)| a.checked_add(b)) == size(d);
+            if d >= floor || lossless {
+                out[0] = size(d);
+            }
+            for (i, a) in l.iter().enumerate() {
+                for (j, b) in r.iter().enumerate() {
+                    if let (Some(a), Some(b)) = (a, b) {
+                        let t = &mut out[i + j + 1];
+                        *t = Some(t.map_or(a + b, |t| t.min(a + b)));
+                    }
+                }
+            }
+            out
+        }
+        covers(&fam.blocks, fam.width, fam.floor)
+            .into_iter()
+            .take(max)
+            .flatten()
+            .min()
+    }
+
     proptest! {
+        /// aggregate() against the exhaustive optimum on small inputs: never below it, and
+        /// equal to it one step short of fitting, as its documentation claims.
+        #[test]
+        fn aggregate_against_the_optimum(v4 in v4_nets(), v6 in v6_nets(), max in 1usize..8) {
+            let input: Vec<IpNet> = v4.iter().chain(v6.iter()).copied().collect();
+            let merged = families(&merge(&input));
+            let out = families(&aggregate(&input, max));
+            for (m, o) in merged.iter().zip(&out) {
+                if m.blocks.len() <= max {
+                    prop_assert_eq!(&o.blocks, &m.blocks);
+                    continue;
+                }
+                // Where the floor rules out fitting, aggregate() goes wider than the reference.
+                let Some(least) = least_covered(m, max) else { continue };
+                let ours: u128 = o.blocks.iter().map(|&(_, l)| 1u128 << (o.width - l)).sum();
+                prop_assert!(o.blocks.len() <= max);
+                prop_assert!(ours >= least, "{} below the optimum {}", ours, least);
+                if m.blocks.len() == max + 1 {
+                    prop_assert_eq!(ours, least, "one step short, not optimal");
+                }
+            }
+        }
+
         /// merge() covers exactly the input's addresses, probed in and around every input and
         /// output network, and returns sorted, disjoint, sibling-free entries.
         #[test]
