@@ -536,3 +536,32 @@ fn the_switch_turns_itself_on_under_a_flood_of_refusals_and_off_when_quiet() {
     assert!(count("on").is_some_and(|n| n >= 1.0), "{metrics}");
     assert_eq!(count("on"), count("off"));
 }
+
+#[test]
+fn status_shows_a_profile_rule_as_shadow_while_the_switch_is_off() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&format!(
+        "{}rules:\n  - name: probes\n    match: {{ path: /.env }}\n    action: deny\nunder_attack:\n  rules:\n    - name: search-closed\n      match: {{ path_prefix: /search }}\n      action: deny\n",
+        origin.upstreams()
+    ));
+    for _ in 0..3 {
+        assert_eq!(get_from(None, proxy.addr(), "/search").status, 200);
+    }
+    let rules = |v: &serde_json::Value| v["rule_stats"].as_array().cloned().unwrap_or_default();
+    let off = rules(&proxy.status());
+    assert_eq!(off.len(), 2, "{off:?}");
+    assert_eq!(off[0]["mode"], "enforce", "{off:?}");
+    assert_eq!(off[0].get("under_attack"), None, "{off:?}");
+    assert_eq!(off[1]["name"], "search-closed");
+    assert_eq!(off[1]["mode"], "shadow", "{off:?}");
+    assert_eq!(off[1]["under_attack"], true, "{off:?}");
+    assert_eq!(off[1]["would_refuse"], 3, "{off:?}");
+    assert_eq!(
+        admin(&proxy, "POST", "/admin/under-attack?switch=on").status,
+        200
+    );
+    assert_eq!(get_from(None, proxy.addr(), "/search").status, 403);
+    let on = rules(&proxy.status());
+    assert_eq!(on[1]["mode"], "enforce", "{on:?}");
+    assert_eq!(on[1]["refused"], 1, "{on:?}");
+}

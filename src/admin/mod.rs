@@ -47,16 +47,30 @@ impl Admin {
         let snap = s.snapshot.load();
         let r = &s.reloads;
         let policy = &snap.config.policy;
+        // A profile rule (`under_attack.rules`) is enforced only while the switch is on; while
+        // it is off the rule is previewed: it is shown as `shadow`, with what it would have
+        // refused (`sekisho_under_attack_would_refuse_total`).
+        let attack_on = s.defense.attack.is_on();
         let rules: Vec<serde_json::Value> = policy
             .rules
             .iter()
             .zip(&snap.series.rules)
-            .map(|(r, hits)| {
-                let (mode, key) = match r.mode {
-                    crate::engine::Mode::Enforce => ("enforce", "refused"),
-                    crate::engine::Mode::Count => ("count", "would_refuse"),
+            .enumerate()
+            .map(|(i, (r, hits))| {
+                let profile = i >= policy.profile_from;
+                let preview = profile
+                    .then(|| snap.series.would_refuse.get(i - policy.profile_from))
+                    .flatten();
+                let (mode, key, n) = match (r.mode, profile && !attack_on, preview) {
+                    (crate::engine::Mode::Count, _, _) => ("count", "would_refuse", hits.get()),
+                    (_, true, Some(p)) => ("shadow", "would_refuse", p.get()),
+                    _ => ("enforce", "refused", hits.get()),
                 };
-                json!({ "name": r.name, "mode": mode, key: hits.get() })
+                let mut v = json!({ "name": r.name, "mode": mode, key: n });
+                if profile {
+                    v["under_attack"] = json!(true);
+                }
+                v
             })
             .collect();
         let deny_key = match policy.deny_mode {
