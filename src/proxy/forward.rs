@@ -189,13 +189,14 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Fields a `Connection` header may not remove (its nominations are removed otherwise).
-const PROTECTED: [&str; 6] = [
+const PROTECTED: [&str; 7] = [
     "host",
     "content-length",
     "transfer-encoding",
     "x-forwarded-for",
     "forwarded",
     "x-real-ip",
+    "x-forwarded-proto",
 ];
 
 /// The request as upstream gets it: HTTP/1.1, the downstream's hop-by-hop fields and the
@@ -363,8 +364,16 @@ impl Sekisho {
             let mut up = UpstreamSession::new(stream);
             up.read_timeout = Some(o.read_timeout);
             up.write_timeout = Some(o.write_timeout);
-            let req = upstream_request(session.req_header(), has_body)
+            let mut req = upstream_request(session.req_header(), has_body)
                 .map_err(|e| Failure::Answer(400, e))?;
+            snap.forwarding
+                .apply(
+                    &mut req,
+                    &session.req_header().headers,
+                    &ctx.client,
+                    ctx.country,
+                )
+                .map_err(|e| Failure::Answer(500, e))?;
             // A reused connection may have been closed by upstream a moment ago: a request whose
             // header could not be sent, or that got no answer, is tried again on a new
             // connection, as long as no body byte was taken from the client.
