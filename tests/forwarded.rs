@@ -1,13 +1,15 @@
 //! What the origin learns about the client (`X-Forwarded-For`, `X-Real-IP`,
-//! `X-Forwarded-Proto`, `Forwarded`, the country header) from trusted and untrusted peers.
+//! `X-Forwarded-Proto`, `Forwarded`, the country header) from trusted and untrusted peers, and
+//! the answers sekisho writes itself (a malformed request, an origin that is down, a refusal,
+//! `CONNECT`): each with its own short body and no `Server: Pingora`.
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use support::{get_with, Conn, Proxy, Response};
+use support::{free_port, get_with, Conn, Proxy, Response};
 
 /// An origin that answers every request with its request head, as received, for a body.
 fn echo_origin() -> SocketAddr {
@@ -176,4 +178,87 @@ fn forwarded_headers_off_passes_them_as_they_came() {
     for (name, _) in SPOOFED {
         assert!(values(&got, name).is_empty(), "{got:?}");
     }
+}
+
+/// Sends `bytes` on a new connection and reads everything until sekisho closes it.
+fn exchange_raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.write_all(bytes).expect("send");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read until close");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Checks that `r` is one of sekisho's own answers with `status` and `body`.
+fn assert_own_answer(r: &Response, status: u16, body: &str) {
+    assert_eq!(r.status, status, "{r:?}");
+    assert_eq!(r.text(), body);
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert!(r.header("server").is_none(), "{:?}", r.headers);
+}
+
+#[test]
+fn a_malformed_request_gets_sekishos_400_and_the_connection_is_closed() {
+    let proxy = proxy("");
+    for bad in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nBad Header: x\r\n\r\n",
+        b"\x01\x02 nonsense\r\n\r\n",
+    ] {
+        let text = exchange_raw(proxy.addr(), bad);
+        assert!(text.starts_with("HTTP/1.1 400 "), "{text:?}");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        let head = head.to_ascii_lowercase();
+        assert_eq!(body, "400 Bad Request\n", "{text:?}");
+        assert!(head.contains("\r\ncontent-type: text/plain"), "{head}");
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        assert!(!head.contains("\r\nserver:"), "{head}");
+    }
+}
+
+#[test]
+fn an_origin_that_is_down_gets_sekishos_502_and_the_client_keeps_its_connection() {
+    let port = free_port("127.0.0.1");
+    let proxy = Proxy::start(&format!("upstreams: [\"127.0.0.1:{port}\"]\n"));
+    let mut c = Conn::open(None, proxy.addr()).expect("connect");
+    for _ in 0..2 {
+        let r = c.get("/").expect("an answer on the same connection");
+        assert_own_answer(
+            &r,
+            502,
+            "502 Bad Gateway: no valid response from the origin\n",
+        );
+        assert_eq!(r.header("connection"), Some("keep-alive"));
+    }
+    let r = c.request("HEAD", "/", &[], b"").expect("HEAD");
+    assert_eq!(r.status, 502);
+    assert!(r.header("server").is_none());
+}
+
+#[test]
+fn refusals_and_connect_carry_no_server_header() {
+    let proxy = proxy(
+        "rules:\n  - name: blocked\n    match: { path_prefix: /blocked }\n    action: deny\n  - name: slow\n    match: { path_prefix: /slow }\n    limit: { rate: 1/h, burst: 1 }\n    response: { status: 429, retry_after: true }\n",
+    );
+    let r = get_with(None, proxy.addr(), "/blocked", &[]);
+    assert_eq!(r.status, 403);
+    assert!(r.header("server").is_none(), "{:?}", r.headers);
+    assert!(!r.body.is_empty());
+    assert_eq!(get_with(None, proxy.addr(), "/slow", &[]).status, 200);
+    let r = get_with(None, proxy.addr(), "/slow", &[]);
+    assert_eq!(r.status, 429);
+    assert!(r.header("server").is_none(), "{:?}", r.headers);
+    let text = exchange_raw(
+        proxy.addr(),
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
+    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+    assert!(head.starts_with("HTTP/1.1 405 "), "{text:?}");
+    assert!(!head.to_ascii_lowercase().contains("\r\nserver:"), "{head}");
+    assert_eq!(
+        body,
+        "405 Method Not Allowed: sekisho does not forward CONNECT\n"
+    );
 }

@@ -19,7 +19,7 @@ use http::Version;
 use nix::errno::Errno;
 use nix::sys::socket::{recv, MsgFlags};
 use parking_lot::Mutex;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::ServerSession;
@@ -290,8 +290,9 @@ enum Failure {
 
 impl Sekisho {
     /// Sends the request upstream and streams the response back. Upstream failures before a
-    /// response header are answered (502, or 504 on a timeout) and counted; an error is
-    /// returned only when the connection to the client cannot be reused.
+    /// response header are answered by sekisho (502, or 504 on a timeout; `local::answer`)
+    /// and counted, keeping the client connection when its request was read whole; an error
+    /// is returned only when the connection to the client cannot be reused.
     pub(super) async fn forward(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
         ctx.went_upstream = true;
         match self.exchange(session, ctx).await {
@@ -302,7 +303,7 @@ impl Sekisho {
                 if !session.is_body_done() {
                     session.set_keepalive(None);
                 }
-                session.respond_error(status).await?;
+                super::local::answer(session, status).await?;
                 Ok(())
             }
             Err(Failure::Broken(e)) => {
@@ -528,15 +529,6 @@ fn status_for(e: &Error) -> u16 {
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
         _ => 502,
     }
-}
-
-/// For the refusal writer: the response header of a local answer.
-pub fn local_header(status: u16, len: usize) -> Result<Box<ResponseHeader>> {
-    let mut header = ResponseHeader::build(status, Some(5))?;
-    header.insert_header(header::CONTENT_LENGTH, len)?;
-    header.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    header.insert_header(header::CACHE_CONTROL, "no-store")?;
-    Ok(Box::new(header))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 mod forward;
 mod forwarded;
 mod identity;
+mod local;
 mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -84,11 +85,7 @@ impl Snapshot {
             .iter()
             .map(|r| &r.response)
             .chain([&policy.deny_response])
-            .map(|r| {
-                forward::local_header(r.status, r.body.len())
-                    .ok()
-                    .map(|h| *h)
-            })
+            .map(|r| local::local_header(r.status, r.body.len()).ok().map(|h| *h))
             .collect();
         Self {
             forwarding: Forwarding::new(&config),
@@ -247,7 +244,8 @@ impl HttpServerApp for Sekisho {
             Ok(false) => return None,
             Err(e) => {
                 if e.etype == ErrorType::InvalidHTTPHeader {
-                    let _ = session.respond_error(400).await;
+                    session.set_keepalive(None);
+                    let _ = local::answer(&mut session, 400).await;
                 }
                 session.shutdown().await;
                 return None;
@@ -276,7 +274,7 @@ impl HttpServerApp for Sekisho {
             None if session.req_header().method == http::Method::CONNECT => {
                 // sekisho fronts an origin; it is not a forward proxy
                 session.set_keepalive(None);
-                session.respond_error(405).await
+                local::answer(&mut session, 405).await
             }
             None => self.forward(&mut session, &mut ctx).await,
         };
@@ -434,7 +432,7 @@ impl Sekisho {
         };
         let mut header = match prebuilt.and_then(Option::as_ref) {
             Some(h) => Box::new(h.clone()),
-            None => forward::local_header(response.status, response.body.len())?,
+            None => local::local_header(response.status, response.body.len())?,
         };
         if let (true, Some(secs)) = (response.retry_after, retry_after) {
             header.insert_header(http::header::RETRY_AFTER, secs)?;
