@@ -272,6 +272,11 @@ fn an_upstream_that_does_not_answer_gets_504_and_the_client_is_told_at_once() {
     let proxy = proxy_for(addr, "upstream_options: { read_timeout: 300ms }\n");
     let r = support::get_from(None, proxy.addr(), "/slow");
     assert_eq!(r.status, 504);
+    assert_eq!(
+        r.text(),
+        "504 Gateway Timeout: the origin did not answer in time\n"
+    );
+    assert!(r.header("server").is_none(), "{:?}", r.headers);
     assert!(
         rx.recv_timeout(Duration::from_secs(5)).is_ok(),
         "the request reached upstream"

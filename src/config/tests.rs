@@ -320,6 +320,59 @@ fn geo_settings_are_checked() {
 }
 
 #[test]
+fn forwarding_keys_default_and_parse() {
+    let c = parse_str("upstreams: [\"127.0.0.1:8000\"]\n").unwrap_or_else(|e| panic!("{e}"));
+    let o = &c.upstream_options;
+    assert!(o.forwarded_headers);
+    assert!(!o.forwarded);
+    assert_eq!(o.country_header, None);
+    let c = parse_str(
+        "upstreams: [\"127.0.0.1:8000\"]\ngeo: { header: CF-IPCountry }\nupstream_options: { forwarded: true, country_header: \" X-Country-Code \" }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let o = &c.upstream_options;
+    assert!(o.forwarded_headers && o.forwarded);
+    let (written, name) = o.country_header.as_ref().expect("country header");
+    assert_eq!(
+        (written.as_str(), name.as_str()),
+        ("X-Country-Code", "x-country-code")
+    );
+    let c = parse_str(
+        "upstreams: [\"127.0.0.1:8000\"]\nupstream_options: { forwarded_headers: false }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.upstream_options.forwarded_headers);
+}
+
+#[test]
+fn forwarding_keys_that_could_never_work_are_refused() {
+    let e = errors(
+        "upstreams: [\"127.0.0.1:8000\"]\nupstream_options: { forwarded_headers: false, forwarded: true, country_header: X-Country }\n",
+    );
+    assert_exactly(
+        &e,
+        &[
+            "t.yaml:2:58: upstream_options.forwarded: Forwarded is written beside X-Forwarded-For from the same client: it needs forwarded_headers: true",
+            "t.yaml:2:80: upstream_options.country_header: needs geo.database or geo.header",
+        ],
+    );
+    let e = errors(
+        "upstreams: [\"127.0.0.1:8000\"]\ngeo: { header: CF-IPCountry }\nupstream_options: { country_header: X-Real-IP }\n",
+    );
+    assert_exactly(
+        &e,
+        &["t.yaml:3:37: upstream_options.country_header: \"X-Real-IP\" is a header sekisho writes or frames itself"],
+    );
+    let e = errors(
+        "upstreams: [\"127.0.0.1:8000\"]\ngeo: { header: CF-IPCountry }\nupstream_options: { country_header: \"bad header\" }\n",
+    );
+    assert_exactly(
+        &e,
+        &["t.yaml:3:37: upstream_options.country_header: \"bad header\" is not a header name"],
+    );
+}
+
+#[test]
 fn defense_sections_parse_with_defaults() {
     let c = parse_str(
         r#"

@@ -3,6 +3,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use http::HeaderName;
 use serde::Deserialize;
 
 use super::{ConfigError, RawConfig, Validator, S};
@@ -31,7 +32,28 @@ pub struct UpstreamOptions {
     pub down_for: Duration,
     /// Idle keep-alive connections kept to upstream (default 1024; restart to change).
     pub pool_size: usize,
+    /// `forwarded_headers` (default true): sekisho writes `X-Forwarded-For`, `X-Real-IP` and
+    /// `X-Forwarded-Proto` from the client it resolved, and removes what an untrusted peer sent
+    /// under those names (and `Forwarded`, `client_ip.header`, `geo.header`).
+    pub forwarded_headers: bool,
+    /// `forwarded` (default false): also RFC 7239 `Forwarded`; needs `forwarded_headers`.
+    pub forwarded: bool,
+    /// `country_header` (default none): the header the resolved country is sent in, as
+    /// written (its case is kept on the wire) and as a name.
+    pub country_header: Option<(String, HeaderName)>,
 }
+
+/// Names `country_header` may not take: sekisho writes or frames them itself.
+const NOT_A_COUNTRY_HEADER: [&str; 8] = [
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-proto",
+    "forwarded",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +64,9 @@ pub struct RawUpstreamOptions {
     pub idle_timeout: Option<S<String>>,
     pub down_for: Option<S<String>>,
     pub pool_size: Option<S<usize>>,
+    pub forwarded_headers: Option<S<bool>>,
+    pub forwarded: Option<S<bool>>,
+    pub country_header: Option<S<String>>,
 }
 
 impl Validator<'_> {
@@ -76,7 +101,7 @@ impl Validator<'_> {
             });
         }
         let uo = raw.upstream_options.as_ref();
-        let upstream_options = UpstreamOptions {
+        let mut upstream_options = UpstreamOptions {
             connect_timeout: self.timeout(
                 uo.and_then(|o| o.connect_timeout.as_ref()),
                 "upstream_options.connect_timeout",
@@ -110,7 +135,63 @@ impl Validator<'_> {
                 Some(p) => p.value,
                 None => 1024,
             },
+            forwarded_headers: uo
+                .and_then(|o| o.forwarded_headers.as_ref())
+                .is_none_or(|f| f.value),
+            forwarded: false,
+            country_header: None,
         };
+        if let Some(f) = uo.and_then(|o| o.forwarded.as_ref()) {
+            if f.value && !upstream_options.forwarded_headers {
+                self.err(
+                    f,
+                    "upstream_options.forwarded",
+                    "Forwarded is written beside X-Forwarded-For from the same client: it needs \
+                     forwarded_headers: true",
+                );
+            }
+            upstream_options.forwarded = f.value && upstream_options.forwarded_headers;
+        }
+        if let Some(h) = uo.and_then(|o| o.country_header.as_ref()) {
+            upstream_options.country_header = self.country_header(h, raw);
+        }
         (upstreams, upstream_options)
+    }
+
+    /// `upstream_options.country_header`: a header name sekisho does not write otherwise, with a
+    /// country source to fill it.
+    fn country_header(&mut self, h: &S<String>, raw: &RawConfig) -> Option<(String, HeaderName)> {
+        const FIELD: &str = "upstream_options.country_header";
+        let written = h.value.trim();
+        let Ok(name) = HeaderName::from_bytes(written.as_bytes()) else {
+            self.err(
+                h,
+                FIELD,
+                format!("{:?} is not a header name (e.g. X-Country-Code)", h.value),
+            );
+            return None;
+        };
+        if NOT_A_COUNTRY_HEADER.contains(&name.as_str()) {
+            self.err(
+                h,
+                FIELD,
+                format!("{written:?} is a header sekisho writes or frames itself; pick another name (e.g. X-Country-Code)"),
+            );
+            return None;
+        }
+        // (a geo source given but broken has its own error already)
+        let geo_given = raw
+            .geo
+            .as_ref()
+            .is_some_and(|g| g.database.is_some() || g.header.is_some());
+        if !geo_given {
+            self.err(
+                h,
+                FIELD,
+                "needs geo.database or geo.header (without one every client would be sent as XX)",
+            );
+            return None;
+        }
+        Some((written.to_string(), name))
     }
 }

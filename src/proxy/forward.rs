@@ -19,7 +19,7 @@ use http::Version;
 use nix::errno::Errno;
 use nix::sys::socket::{recv, MsgFlags};
 use parking_lot::Mutex;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::protocols::http::ServerSession;
@@ -189,13 +189,14 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Fields a `Connection` header may not remove (its nominations are removed otherwise).
-const PROTECTED: [&str; 6] = [
+const PROTECTED: [&str; 7] = [
     "host",
     "content-length",
     "transfer-encoding",
     "x-forwarded-for",
     "forwarded",
     "x-real-ip",
+    "x-forwarded-proto",
 ];
 
 /// The request as upstream gets it: HTTP/1.1, the downstream's hop-by-hop fields and the
@@ -289,8 +290,9 @@ enum Failure {
 
 impl Sekisho {
     /// Sends the request upstream and streams the response back. Upstream failures before a
-    /// response header are answered (502, or 504 on a timeout) and counted; an error is
-    /// returned only when the connection to the client cannot be reused.
+    /// response header are answered by sekisho (502, or 504 on a timeout; `local::answer`)
+    /// and counted, keeping the client connection when its request was read whole; an error
+    /// is returned only when the connection to the client cannot be reused.
     pub(super) async fn forward(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
         ctx.went_upstream = true;
         match self.exchange(session, ctx).await {
@@ -301,7 +303,7 @@ impl Sekisho {
                 if !session.is_body_done() {
                     session.set_keepalive(None);
                 }
-                session.respond_error(status).await?;
+                super::local::answer(session, status).await?;
                 Ok(())
             }
             Err(Failure::Broken(e)) => {
@@ -363,8 +365,16 @@ impl Sekisho {
             let mut up = UpstreamSession::new(stream);
             up.read_timeout = Some(o.read_timeout);
             up.write_timeout = Some(o.write_timeout);
-            let req = upstream_request(session.req_header(), has_body)
+            let mut req = upstream_request(session.req_header(), has_body)
                 .map_err(|e| Failure::Answer(400, e))?;
+            snap.forwarding
+                .apply(
+                    &mut req,
+                    &session.req_header().headers,
+                    &ctx.client,
+                    ctx.country,
+                )
+                .map_err(|e| Failure::Answer(500, e))?;
             // A reused connection may have been closed by upstream a moment ago: a request whose
             // header could not be sent, or that got no answer, is tried again on a new
             // connection, as long as no body byte was taken from the client.
@@ -519,15 +529,6 @@ fn status_for(e: &Error) -> u16 {
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
         _ => 502,
     }
-}
-
-/// For the refusal writer: the response header of a local answer.
-pub fn local_header(status: u16, len: usize) -> Result<Box<ResponseHeader>> {
-    let mut header = ResponseHeader::build(status, Some(5))?;
-    header.insert_header(header::CONTENT_LENGTH, len)?;
-    header.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-    header.insert_header(header::CACHE_CONTROL, "no-store")?;
-    Ok(Box::new(header))
 }
 
 #[cfg(test)]

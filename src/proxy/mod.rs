@@ -5,7 +5,9 @@
 //! once per request; the limiter lives beside it so that a reload keeps the buckets.
 
 mod forward;
+mod forwarded;
 mod identity;
+mod local;
 mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -31,7 +33,8 @@ use crate::metrics::decision_log::{now_rfc3339, DecisionLog, Entry};
 use crate::metrics::top::{ip_bytes, TopTalkers};
 use crate::metrics::{Metrics, PolicySeries};
 pub use forward::IdleConns;
-pub use identity::{client_ip, country_of};
+pub use forwarded::Forwarding;
+pub use identity::{client_ip, country_of, resolve, Client};
 use parking_lot::Mutex;
 use prometheus::IntCounter;
 pub use upstream::UpstreamPool;
@@ -50,6 +53,8 @@ pub struct Snapshot {
     /// The refusal header of each rule (by index), then of the deny list and bans: built once
     /// here, cloned per refusal.
     refusals: Vec<Option<ResponseHeader>>,
+    /// What the origin is told about the client.
+    pub forwarding: Forwarding,
 }
 
 impl Snapshot {
@@ -81,13 +86,10 @@ impl Snapshot {
             .iter()
             .map(|r| &r.response)
             .chain([&policy.deny_response])
-            .map(|r| {
-                forward::local_header(r.status, r.body.len())
-                    .ok()
-                    .map(|h| *h)
-            })
+            .map(|r| local::local_header(r.status, r.body.len()).ok().map(|h| *h))
             .collect();
         Self {
+            forwarding: Forwarding::new(&config),
             config,
             upstreams,
             generation,
@@ -218,6 +220,10 @@ pub struct Ctx {
     went_upstream: bool,
     /// Whether the upstream exchange failed.
     upstream_failed: bool,
+    /// Who the client is, resolved once from the peer and its forwarding header.
+    client: Client,
+    /// The client's country, when a rule, a metric or the country header needs it.
+    country: Country,
     /// What was decided, about whom (for the decision log).
     decided: Option<(Decision, IpAddr, Country)>,
 }
@@ -239,7 +245,8 @@ impl HttpServerApp for Sekisho {
             Ok(false) => return None,
             Err(e) => {
                 if e.etype == ErrorType::InvalidHTTPHeader {
-                    let _ = session.respond_error(400).await;
+                    session.set_keepalive(None);
+                    let _ = local::answer(&mut session, 400).await;
                 }
                 session.shutdown().await;
                 return None;
@@ -248,8 +255,16 @@ impl HttpServerApp for Sekisho {
         if self.stopping.load(Ordering::Acquire) {
             session.set_keepalive(None);
         }
+        let snapshot = self.state.snapshot.load_full();
+        let client = resolve(
+            peer_of(&session),
+            &session.req_header().headers,
+            &snapshot.config.client_ip,
+        );
         let mut ctx = Ctx {
-            snapshot: self.state.snapshot.load_full(),
+            snapshot,
+            client,
+            country: Country::UNKNOWN,
             now: 0,
             went_upstream: false,
             upstream_failed: false,
@@ -260,7 +275,7 @@ impl HttpServerApp for Sekisho {
             None if session.req_header().method == http::Method::CONNECT => {
                 // sekisho fronts an origin; it is not a forward proxy
                 session.set_keepalive(None);
-                session.respond_error(405).await
+                local::answer(&mut session, 405).await
             }
             None => self.forward(&mut session, &mut ctx).await,
         };
@@ -287,12 +302,7 @@ impl Sekisho {
         let snap = &ctx.snapshot;
         let policy = &snap.config.policy;
         let req = session.req_header();
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let ip = client_ip(peer, &req.headers, &snap.config.client_ip);
+        let (peer, ip) = (ctx.client.peer, ctx.client.ip);
         let host = if policy.uses_host {
             request_host(req)
         } else {
@@ -303,12 +313,16 @@ impl Sekisho {
             .get(http::header::USER_AGENT)
             .map_or(&b""[..], |h| h.as_bytes());
         let path = normalize_path(req.uri.path());
-        let country = if policy.uses_country || !snap.config.metric_countries.is_empty() {
+        let country = if policy.uses_country
+            || !snap.config.metric_countries.is_empty()
+            || snap.forwarding.sends_country()
+        {
             let c = &snap.config;
             country_of(&c.geo, &c.client_ip, peer, ip, &req.headers)
         } else {
             Country::UNKNOWN
         };
+        ctx.country = country;
         let facts = Facts {
             country,
             ip,
@@ -419,7 +433,7 @@ impl Sekisho {
         };
         let mut header = match prebuilt.and_then(Option::as_ref) {
             Some(h) => Box::new(h.clone()),
-            None => forward::local_header(response.status, response.body.len())?,
+            None => local::local_header(response.status, response.body.len())?,
         };
         if let (true, Some(secs)) = (response.retry_after, retry_after) {
             header.insert_header(http::header::RETRY_AFTER, secs)?;
@@ -555,6 +569,14 @@ impl Sekisho {
             upstream_status: Some(sent).filter(|s| ctx.went_upstream && *s != 0),
         });
     }
+}
+
+/// The socket peer's address (unspecified for a peer that is not an IP socket).
+fn peer_of(session: &ServerSession) -> IpAddr {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
 }
 
 /// The host a request names, without port or final dot: the absolute-form target's authority
