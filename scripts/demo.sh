@@ -129,6 +129,7 @@ demo: origin up. Starting sekisho on 127.0.0.1:$P and [::1]:$P, admin on 127.0.0
     for i in \$(seq 1 12); do curl -s -o /dev/null -w '%{http_code} ' -X POST http://127.0.0.1:$P/login; done; echo
                                                    # the login rule: 429 after a burst of 10
     curl -s http://127.0.0.1:$ADMIN_PORT/admin/status   # what it decided, per rule
+    tail -f $DEMO_DIR/access.log                # one line per request (access_log)
 Edit $CONFIG (a copy of conf/sekisho.yaml) or conf/deny.txt and reload without a
 restart: curl -X POST http://127.0.0.1:$ADMIN_PORT/admin/reload (list files are also picked up by themselves)
 

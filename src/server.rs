@@ -12,12 +12,13 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::config::{Config, ListCache};
 use crate::engine::SlotRegistry;
+use crate::metrics::access_log::AccessLog;
 use crate::metrics::decision_log::{DecisionLog, Limits};
 use crate::proxy::{Sekisho, State};
 use crate::reload::Housekeeping;
 
 /// The server for `config`, ready to `run_forever`, and the state it shares; an error when
-/// something the config asks for cannot be set up (the decision log file).
+/// something the config asks for cannot be set up (the decision or access log file).
 pub fn build(
     config: Config,
     slots: SlotRegistry,
@@ -34,6 +35,7 @@ pub fn build(
     let listen = config.listen.clone();
     let admin_listen = config.admin_listen;
     let log_settings = config.decision_log.clone();
+    let access_settings = config.access_log.clone();
     let mut state = State::new(config, slots, cache);
     if let Some(d) = log_settings {
         let limits = Limits {
@@ -50,6 +52,17 @@ pub fn build(
         )
         .map_err(|e| format!("cannot open the decision log {:?}: {e}", d.target))?;
         state.decision_log = Some(log);
+    }
+    if let Some(a) = access_settings {
+        let log = AccessLog::start(
+            a.target.clone(),
+            a.format,
+            a.queue,
+            state.metrics.access_dropped.clone(),
+            state.metrics.access_lines.clone(),
+        )
+        .map_err(|e| format!("cannot open the access log {:?}: {e}", a.target))?;
+        state.access_log = Some(log);
     }
     let state = Arc::new(state);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);

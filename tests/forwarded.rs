@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
-use support::{free_port, get_with, Conn, Proxy, Response};
+use support::{get_with, Conn, Proxy, Response};
 
 /// An origin that answers every request with its request head, as received, for a body.
 fn echo_origin() -> SocketAddr {
@@ -220,7 +220,18 @@ fn a_malformed_request_gets_sekishos_400_and_the_connection_is_closed() {
 
 #[test]
 fn an_origin_that_is_down_gets_sekishos_502_and_the_client_keeps_its_connection() {
-    let port = free_port("127.0.0.1");
+    // A port bound but not listening: connecting is refused, and no other test's process can
+    // take it meanwhile (a port merely found free could become the proxy's own or an origin's).
+    let hold =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    hold.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let port = hold
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .expect("a port");
     let proxy = Proxy::start(&format!("upstreams: [\"127.0.0.1:{port}\"]\n"));
     let mut c = Conn::open(None, proxy.addr()).expect("connect");
     for _ in 0..2 {

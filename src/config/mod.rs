@@ -12,10 +12,11 @@
 //!
 //! One file per section, each with its serde type, its validation and its defaults side by
 //! side: `listen.rs`, `upstreams.rs`, `client_ip.rs`, `lists.rs`, `rules.rs`, `geo.rs`,
-//! `defense.rs`, `admin.rs` (with `metrics:` and `decision_log:`) and `reload.rs`. This file
+//! `defense.rs`, `admin.rs` (with `metrics:` and `decision_log:`), `access_log.rs` and `reload.rs`. This file
 //! keeps loading, the [`Config`] type, the shared value parsers and the glue that calls each
 //! section; a new section is one new file and one line here.
 
+mod access_log;
 mod admin;
 mod cache;
 mod client_ip;
@@ -37,6 +38,7 @@ use serde_saphyr::Spanned;
 
 use crate::defense::DefenseSettings;
 use crate::engine::{Country, Mode, Policy, Response, SlotRegistry};
+pub use access_log::AccessLogSettings;
 pub use admin::{DecisionLogSettings, DEFAULT_ADMIN_PORT};
 pub use cache::{content_hash, FileStamp, ListCache};
 pub use client_ip::ClientIp;
@@ -86,6 +88,8 @@ pub struct Config {
     pub geo: GeoSettings,
     /// `decision_log:` (restart to change).
     pub decision_log: Option<DecisionLogSettings>,
+    /// `access_log:` (restart to change).
+    pub access_log: Option<AccessLogSettings>,
     /// `metrics.countries`: countries broken out in `sekisho_country_requests_total`.
     pub metric_countries: Vec<Country>,
     /// `bans:`, `autoban:` and `under_attack.auto`.
@@ -114,6 +118,7 @@ pub struct RawConfig {
     pub admin: Option<admin::RawAdmin>,
     pub geo: Option<geo::RawGeo>,
     pub decision_log: Option<admin::RawDecisionLog>,
+    pub access_log: Option<access_log::RawAccessLog>,
     pub metrics: Option<admin::RawMetrics>,
     pub reload: Option<reload::RawReload>,
     #[serde(default)]
@@ -308,6 +313,7 @@ impl Validator<'_> {
         let reload = self.reload(&raw);
         let geo = self.geo(raw.geo.as_ref());
         let decision_log = self.decision_log(&raw);
+        let access_log = self.access_log(&raw);
         let metric_countries = self.metric_countries(&raw);
         let rule_set = self.rule_set(&raw, slots);
         let defense = self.defense(&raw);
@@ -315,6 +321,7 @@ impl Validator<'_> {
             metric_countries,
             geo,
             decision_log,
+            access_log,
             admin_listen,
             reload,
             path: self.file.clone(),

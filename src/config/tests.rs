@@ -472,3 +472,40 @@ rules:
         ],
     );
 }
+
+#[test]
+fn access_log_parses_with_defaults_and_names_its_errors() {
+    use crate::metrics::access_log::Format;
+    use crate::metrics::line_writer::Target;
+    let c = parse_str("upstreams: [\"127.0.0.1:8000\"]\naccess_log: { path: \"-\" }\n").unwrap();
+    let a = c.access_log.expect("access_log");
+    assert_eq!(
+        (a.target, a.format, a.queue),
+        (Target::Stdout, Format::Combined, 65_536)
+    );
+    let c = parse_str(
+        "upstreams: [\"127.0.0.1:8000\"]\naccess_log: { path: access.log, format: json, queue: 8 }\n",
+    )
+    .unwrap();
+    let a = c.access_log.expect("access_log");
+    assert!(matches!(&a.target, Target::File(p) if p.ends_with("access.log")));
+    assert_eq!((a.format, a.queue), (Format::Json, 8));
+    assert!(parse_str("upstreams: [\"127.0.0.1:8000\"]\n")
+        .unwrap()
+        .access_log
+        .is_none());
+    let errors = errors(
+        "upstreams: [\"127.0.0.1:8000\"]\naccess_log: { path: a.log, format: clf, queue: 0 }\n",
+    );
+    assert_exactly(
+        &errors,
+        &[
+            "t.yaml:2:36: access_log.format: \"clf\" is not a format; use combined or json",
+            "t.yaml:2:48: access_log.queue: must be at least 1",
+        ],
+    );
+    let unknown = super::tests::errors(
+        "upstreams: [\"127.0.0.1:8000\"]\naccess_log: { path: a.log, fmt: json }\n",
+    );
+    assert!(unknown.iter().any(|e| e.contains("fmt")), "{unknown:?}");
+}

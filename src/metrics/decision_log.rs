@@ -2,24 +2,23 @@
 //! of allowed ones), for a SIEM (OpenSearch/Elasticsearch, Loki) to ingest as is.
 //!
 //! The request path formats a line and hands it to a bounded queue without waiting; a writer
-//! thread drains the queue to the file (or stdout). When the writer falls behind, lines are
-//! dropped and counted (`sekisho_decision_log_dropped_total`), never waited for. Under a flood,
-//! lines beyond `max_lines_per_second` are not even formatted: they are counted in
+//! thread ([`LineWriter`], shared with the access log) drains the queue to the file (or
+//! stdout). When the writer falls behind, lines are dropped and counted
+//! (`sekisho_decision_log_dropped_total`), never waited for. Under a flood, lines beyond
+//! `max_lines_per_second` are not even formatted: they are counted in
 //! `sekisho_decision_log_suppressed_total` (the metrics still count every request). Rotation
 //! follows the logrotate convention: on `SIGUSR1` the file is reopened by name (use
 //! `postrotate kill -USR1 $(pidof sekisho)` or `copytruncate`).
 
-use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use prometheus::IntCounter;
 use serde::Serialize;
+
+use super::line_writer::LineWriter;
+pub use super::line_writer::Target;
 
 /// One line of the log.
 #[derive(Debug, Serialize)]
@@ -48,13 +47,14 @@ pub struct Entry<'a> {
     pub status: u16,
     /// The status upstream answered, when the request went upstream.
     pub upstream_status: Option<u16>,
+    /// The request id, as sent upstream in `X-Request-Id` and written in the access log.
+    pub request_id: &'a str,
 }
 
 /// The sending side, held by the proxy.
 #[derive(Debug)]
 pub struct DecisionLog {
-    tx: SyncSender<Vec<u8>>,
-    dropped: IntCounter,
+    out: LineWriter,
     suppressed: IntCounter,
     /// Share of allowed requests logged (0 to 1).
     pub sample_allowed: f64,
@@ -77,15 +77,6 @@ pub struct Limits {
     pub max_per_second: u64,
 }
 
-/// Where the log goes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    /// Standard output.
-    Stdout,
-    /// A file, appended to and reopened on `SIGUSR1`.
-    File(PathBuf),
-}
-
 impl DecisionLog {
     /// Starts the writer thread. `queue`: lines held before dropping.
     pub fn start(
@@ -100,18 +91,9 @@ impl DecisionLog {
             sample_allowed,
             max_per_second,
         } = limits;
-        let (tx, rx) = sync_channel::<Vec<u8>>(queue.max(1));
-        let reopen = Arc::new(AtomicBool::new(false));
-        if matches!(target, Target::File(_)) {
-            signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())?;
-        }
-        let out = open(&target)?;
-        std::thread::Builder::new()
-            .name("decision-log".into())
-            .spawn(move || writer(rx, target, out, reopen, written))?;
+        let out = LineWriter::start("decision log", target, queue, dropped, written)?;
         Ok(Self {
-            tx,
-            dropped,
+            out,
             suppressed,
             sample_allowed,
             max_per_second,
@@ -150,67 +132,13 @@ impl DecisionLog {
             Err(_) => return,
         };
         line.push(b'\n');
-        match self.tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
-        }
+        self.out.send(line);
     }
 }
 
 /// Now, as RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-fn open(target: &Target) -> std::io::Result<Box<dyn Write + Send>> {
-    Ok(match target {
-        Target::Stdout => Box::new(BufWriter::new(std::io::stdout())),
-        Target::File(p) => Box::new(BufWriter::new(
-            OpenOptions::new().create(true).append(true).open(p)?,
-        )),
-    })
-}
-
-fn writer(
-    rx: Receiver<Vec<u8>>,
-    target: Target,
-    mut out: Box<dyn Write + Send>,
-    reopen: Arc<AtomicBool>,
-    written: IntCounter,
-) {
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                if out.write_all(&line).is_ok() {
-                    written.inc();
-                }
-                // write what else is queued, then flush once
-                while let Ok(line) = rx.try_recv() {
-                    if out.write_all(&line).is_ok() {
-                        written.inc();
-                    }
-                }
-                let _ = out.flush();
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = out.flush();
-                return;
-            }
-        }
-        if reopen.swap(false, Ordering::Relaxed) {
-            let _ = out.flush();
-            match open(&target) {
-                Ok(o) => {
-                    out = o;
-                    tracing::info!("decision log reopened (SIGUSR1)");
-                }
-                Err(e) => tracing::error!(
-                    "cannot reopen the decision log, still writing the old file: {e}"
-                ),
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! Labels come from small fixed sets only: decision, rule name (from the config), mode, status
 //! class. Never a raw IP, path or user agent. Served as `GET /metrics` on the admin listener.
 
+pub mod access_log;
 pub mod decision_log;
+pub mod line_writer;
 pub mod top;
 
 use prometheus::{
@@ -52,6 +54,10 @@ pub struct Metrics {
     pub log_dropped: IntCounter,
     /// `sekisho_decision_log_suppressed_total`: lines over `max_lines_per_second`.
     pub log_suppressed: IntCounter,
+    /// `sekisho_access_log_lines_total`: lines written to the access log.
+    pub access_lines: IntCounter,
+    /// `sekisho_access_log_dropped_total`: access log lines dropped because the writer fell behind.
+    pub access_dropped: IntCounter,
     /// `sekisho_country_requests_total{country, result}`, for the countries the operator lists.
     pub country_requests: IntCounterVec,
     /// `sekisho_bans_total{policy, mode}`: bans added (`policy="manual"` by hand).
@@ -212,6 +218,16 @@ impl Metrics {
             "sekisho_decision_log_suppressed_total",
             "Decision log lines not written because they were over max_lines_per_second.",
         );
+        let access_lines = counter(
+            &r,
+            "sekisho_access_log_lines_total",
+            "Lines written to the access log.",
+        );
+        let access_dropped = counter(
+            &r,
+            "sekisho_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind (the request path never waits).",
+        );
         let country_requests = counter_vec(
             &r,
             "sekisho_country_requests_total",
@@ -294,6 +310,8 @@ impl Metrics {
             log_lines,
             log_dropped,
             log_suppressed,
+            access_lines,
+            access_dropped,
             country_requests,
             bans_active: gauge(
                 &r,

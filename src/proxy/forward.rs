@@ -202,8 +202,19 @@ const PROTECTED: [&str; 7] = [
 /// The request as upstream gets it: HTTP/1.1, the downstream's hop-by-hop fields and the
 /// fields its `Connection` names removed, a WebSocket handshake kept, framing that matches how
 /// the body will be written (`Content-Length`, else chunked), and no `Expect` (sekisho answers
-/// `100 Continue` itself).
-pub fn upstream_request(down: &RequestHeader, has_body: bool) -> Result<Box<RequestHeader>> {
+/// `100 Continue` itself), and `X-Request-Id: request_id` (replacing the client's: see
+/// `request_id.rs` for when it is the client's own).
+pub fn upstream_request(
+    down: &RequestHeader,
+    has_body: bool,
+    request_id: &http::HeaderValue,
+) -> Result<Box<RequestHeader>> {
+    let mut req = upstream_head(down, has_body)?;
+    req.insert_header(super::request_id::HEADER, request_id.clone())?;
+    Ok(req)
+}
+
+fn upstream_head(down: &RequestHeader, has_body: bool) -> Result<Box<RequestHeader>> {
     let mut req = Box::new(down.clone());
     req.set_version(Version::HTTP_11);
     // One look at the names; most requests carry none of these and are passed on as they are.
@@ -295,7 +306,16 @@ impl Sekisho {
     /// is returned only when the connection to the client cannot be reused.
     pub(super) async fn forward(&self, session: &mut ServerSession, ctx: &mut Ctx) -> Result<()> {
         ctx.went_upstream = true;
-        match self.exchange(session, ctx).await {
+        let start = self
+            .state
+            .access_log
+            .as_ref()
+            .map(|_| self.state.clock.now());
+        let done = self.exchange(session, ctx).await;
+        if let Some(start) = start {
+            ctx.upstream_nanos = Some(self.state.clock.now().saturating_sub(start));
+        }
+        match done {
             Ok(()) => Ok(()),
             Err(Failure::Answer(status, e)) => {
                 ctx.upstream_failed = true;
@@ -365,7 +385,7 @@ impl Sekisho {
             let mut up = UpstreamSession::new(stream);
             up.read_timeout = Some(o.read_timeout);
             up.write_timeout = Some(o.write_timeout);
-            let mut req = upstream_request(session.req_header(), has_body)
+            let mut req = upstream_request(session.req_header(), has_body, &ctx.request_id)
                 .map_err(|e| Failure::Answer(400, e))?;
             snap.forwarding
                 .apply(
@@ -559,7 +579,7 @@ mod tests {
             ("TE", "trailers"),
             ("Accept", "*/*"),
         ]);
-        let up = upstream_request(&down, false).expect("request");
+        let up = upstream_head(&down, false).expect("request");
         for gone in [
             "connection",
             "keep-alive",
@@ -575,19 +595,32 @@ mod tests {
     }
 
     #[test]
+    fn the_request_id_replaces_the_clients_and_survives_connection_nominations() {
+        let down = request(&[
+            ("Connection", "X-Request-Id"),
+            ("X-Request-Id", "spoofed"),
+            ("X-Request-Id", "twice"),
+        ]);
+        let id = http::HeaderValue::from_static("ours");
+        let up = upstream_request(&down, false, &id).expect("request");
+        let ids: Vec<_> = up.headers.get_all("x-request-id").iter().collect();
+        assert_eq!(ids, [&id]);
+    }
+
+    #[test]
     fn websocket_handshake_is_kept_other_upgrades_are_not() {
         let ws = request(&[
             ("Connection", "keep-alive, Upgrade"),
             ("Upgrade", "WebSocket"),
         ]);
-        let up = upstream_request(&ws, false).expect("request");
+        let up = upstream_head(&ws, false).expect("request");
         assert_eq!(field(&up, "upgrade"), Some(&b"websocket"[..]));
         assert_eq!(field(&up, "connection"), Some(&b"Upgrade"[..]));
         let h2c = request(&[
             ("Connection", "Upgrade, HTTP2-Settings"),
             ("Upgrade", "h2c"),
         ]);
-        let up = upstream_request(&h2c, false).expect("request");
+        let up = upstream_head(&h2c, false).expect("request");
         assert!(!up.headers.contains_key("upgrade"));
         assert!(!up.headers.contains_key("connection"));
     }
@@ -595,15 +628,15 @@ mod tests {
     #[test]
     fn framing_matches_the_body_that_will_be_written() {
         let chunked = request(&[("Transfer-Encoding", "chunked"), ("Content-Length", "5")]);
-        let up = upstream_request(&chunked, true).expect("request");
+        let up = upstream_head(&chunked, true).expect("request");
         assert!(!up.headers.contains_key("content-length"));
         assert_eq!(field(&up, "transfer-encoding"), Some(&b"chunked"[..]));
         let sized = request(&[("Content-Length", "5"), ("Expect", "100-continue")]);
-        let up = upstream_request(&sized, true).expect("request");
+        let up = upstream_head(&sized, true).expect("request");
         assert_eq!(field(&up, "content-length"), Some(&b"5"[..]));
         assert!(!up.headers.contains_key("transfer-encoding"));
         assert!(!up.headers.contains_key("expect"));
-        let empty = upstream_request(&request(&[]), false).expect("request");
+        let empty = upstream_head(&request(&[]), false).expect("request");
         assert!(!empty.headers.contains_key("transfer-encoding"));
     }
 

@@ -8,6 +8,7 @@ mod forward;
 mod forwarded;
 mod identity;
 mod local;
+mod request_id;
 mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -29,6 +30,7 @@ use crate::defense::store::Clocks;
 use crate::defense::{Defense, Trigger};
 use crate::engine::{normalize_path, Country, Decision, Facts, Live, RuleRef, SlotRegistry};
 use crate::limiter::{Clock, Limiter, MonotonicClock, Nanos};
+use crate::metrics::access_log::{AccessLog, Record};
 use crate::metrics::decision_log::{now_rfc3339, DecisionLog, Entry};
 use crate::metrics::top::{ip_bytes, TopTalkers};
 use crate::metrics::{Metrics, PolicySeries};
@@ -126,6 +128,8 @@ pub struct State {
     pub metrics: Metrics,
     /// The decision log, when configured.
     pub decision_log: Option<DecisionLog>,
+    /// The access log, when configured.
+    pub access_log: Option<AccessLog>,
     /// Allowed requests seen, for sampling them into the decision log.
     allowed_seen: AtomicU64,
     /// Heavy hitters of the last minutes, for `GET /admin/top`.
@@ -183,6 +187,7 @@ impl State {
             clock,
             metrics,
             decision_log: None,
+            access_log: None,
             allowed_seen: AtomicU64::new(0),
             top: TopTalkers::new(),
             list_cache: Mutex::new(cache),
@@ -226,6 +231,10 @@ pub struct Ctx {
     country: Country,
     /// What was decided, about whom (for the decision log).
     decided: Option<(Decision, IpAddr, Country)>,
+    /// The request id, sent upstream in `X-Request-Id`.
+    request_id: http::HeaderValue,
+    /// How long the upstream exchange took (measured only with an access log).
+    upstream_nanos: Option<Nanos>,
 }
 
 #[async_trait]
@@ -269,6 +278,8 @@ impl HttpServerApp for Sekisho {
             went_upstream: false,
             upstream_failed: false,
             decided: None,
+            request_id: http::HeaderValue::from_static("-"),
+            upstream_nanos: None,
         };
         let done = match self.judge(&session, &mut ctx) {
             Some((rule, retry_after)) => self.refuse(&mut session, &ctx, rule, retry_after).await,
@@ -303,6 +314,11 @@ impl Sekisho {
         let policy = &snap.config.policy;
         let req = session.req_header();
         let (peer, ip) = (ctx.client.peer, ctx.client.ip);
+        ctx.request_id = request_id::request_id(
+            peer.to_canonical(),
+            &req.headers,
+            &snap.config.client_ip.trusted_proxies,
+        );
         let host = if policy.uses_host {
             request_host(req)
         } else {
@@ -451,8 +467,9 @@ impl Sekisho {
         Ok(())
     }
 
-    /// After the response: the decision log, autoban, upstream metrics.
+    /// After the response: the access and decision logs, autoban, upstream metrics.
     fn logging(&self, session: &ServerSession, ctx: &Ctx) {
+        self.log_access(session, ctx);
         self.log_decision(session, ctx);
         self.observe(session, ctx);
         if !ctx.went_upstream {
@@ -567,7 +584,59 @@ impl Sekisho {
             mode,
             status: sent,
             upstream_status: Some(sent).filter(|s| ctx.went_upstream && *s != 0),
+            request_id: ctx.request_id.to_str().unwrap_or("-"),
         });
+    }
+
+    /// Writes the access log line of a finished request.
+    fn log_access(&self, session: &ServerSession, ctx: &Ctx) {
+        let Some(log) = &self.state.access_log else {
+            return;
+        };
+        let Some((decision, ip, _)) = ctx.decided else {
+            return;
+        };
+        let policy = &ctx.snapshot.config.policy;
+        let rule = match decision {
+            Decision::Allow => "",
+            Decision::AllowListed => "allow-list",
+            Decision::Count { rule } | Decision::Deny { rule } | Decision::Limit { rule, .. } => {
+                policy.name_of(rule)
+            }
+        };
+        let req = session.req_header();
+        let header = |name| {
+            req.headers
+                .get(name)
+                .map_or(&b""[..], |h: &http::HeaderValue| h.as_bytes())
+        };
+        log.log(&Record {
+            client: ip,
+            method: req.method.as_str(),
+            target: req.raw_path(),
+            proto: proto(req.version),
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            bytes: session.body_bytes_sent() as u64,
+            upstream_nanos: ctx.upstream_nanos,
+            total_nanos: self.state.clock.now().saturating_sub(ctx.now),
+            decision: decision.action(),
+            rule,
+            host: request_host(req),
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            request_id: ctx.request_id.to_str().unwrap_or("-"),
+        });
+    }
+}
+
+/// The protocol as the request line names it.
+fn proto(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/?",
     }
 }
 

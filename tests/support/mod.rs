@@ -212,6 +212,7 @@ fn spawn(config: &std::path::Path, port: u16, admin_port: u16) -> Option<Child> 
         .arg(config)
         .env("SEKISHO_LOG", "warn")
         .env_remove("STATE_DIRECTORY")
+        .env_remove("LOGS_DIRECTORY")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

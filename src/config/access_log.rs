@@ -1,0 +1,79 @@
+//! `access_log:`: one line per request, in the combined format or as JSON (restart to change).
+
+use serde::Deserialize;
+
+use super::{RawConfig, Validator, S};
+use crate::metrics::access_log::Format;
+use crate::metrics::line_writer::Target;
+
+/// `access_log:`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogSettings {
+    /// Where: a file (appended; reopened on SIGUSR1), or stdout for `-`.
+    pub target: Target,
+    /// `combined` (default) or `json`.
+    pub format: Format,
+    /// Lines queued before dropping (default 65536).
+    pub queue: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub path: S<String>,
+    pub format: Option<S<String>>,
+    pub queue: Option<S<usize>>,
+}
+
+impl Validator<'_> {
+    /// `access_log:`. A relative `path` is resolved against `$LOGS_DIRECTORY` when it is set
+    /// (systemd's `LogsDirectory=`: `/var/log/sekisho`), else against the config's folder.
+    pub(super) fn access_log(&mut self, raw: &RawConfig) -> Option<AccessLogSettings> {
+        let a = raw.access_log.as_ref()?;
+        let target = match a.path.value.trim() {
+            "" => {
+                self.err(
+                    &a.path,
+                    "access_log.path",
+                    "give a file name, or \"-\" for stdout",
+                );
+                Target::Stdout
+            }
+            "-" => Target::Stdout,
+            p => Target::File(
+                std::env::var_os("LOGS_DIRECTORY")
+                    .and_then(|d| std::env::split_paths(&d).next())
+                    .unwrap_or_else(|| self.dir.clone())
+                    .join(p),
+            ),
+        };
+        let format = match a.format.as_ref() {
+            None => Format::Combined,
+            Some(f) => match f.value.trim() {
+                "combined" => Format::Combined,
+                "json" => Format::Json,
+                other => {
+                    self.err(
+                        f,
+                        "access_log.format",
+                        format!("{other:?} is not a format; use combined or json"),
+                    );
+                    Format::Combined
+                }
+            },
+        };
+        let queue = match &a.queue {
+            Some(q) if q.value == 0 => {
+                self.err(q, "access_log.queue", "must be at least 1");
+                65_536
+            }
+            Some(q) => q.value,
+            None => 65_536,
+        };
+        Some(AccessLogSettings {
+            target,
+            format,
+            queue,
+        })
+    }
+}
