@@ -405,9 +405,14 @@ fn a_fresh_process_exports_every_series_the_shipped_alerts_and_dashboard_select(
     let body: String = shipped
         .lines()
         .filter(|l| {
-            !["listen:", "admin:", "threads:", "graceful_shutdown_timeout:"]
-                .iter()
-                .any(|k| l.starts_with(k))
+            ![
+                "listen:",
+                "admin:",
+                "threads:",
+                "graceful_shutdown_timeout:",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
         })
         .map(|l| {
             if l.starts_with("upstreams:") {

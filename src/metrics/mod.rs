@@ -327,7 +327,8 @@ impl Metrics {
     /// ban), so an alert on its increase sees the first one.
     pub fn init_autoban_series(&self, policies: &[crate::defense::AutobanPolicy]) {
         for p in policies {
-            self.bans.with_label_values(&[p.name.as_str(), p.mode.as_str()]);
+            self.bans
+                .with_label_values(&[p.name.as_str(), p.mode.as_str()]);
         }
     }
 
