@@ -28,8 +28,13 @@ struct Cli {
 enum Command {
     /// Run the proxy (the default when no command is given).
     Run,
-    /// Validate a config and its list files; print every error as FILE:LINE:COL: field: message.
-    Check,
+    /// Validate a config and its list files; print every error as FILE:LINE:COL: field: message,
+    /// and every warning (valid, but almost never meant) as FILE:LINE:COL: field: warning: message.
+    Check {
+        /// Fail (exit 1) when there is any warning, too.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Banned addresses: list them, or export them for another firewall.
     Bans {
         #[command(subcommand)]
@@ -102,10 +107,21 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| PathBuf::from("conf/sekisho.yaml"))
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => {
+        Command::Check { strict } => {
             let path = config_path();
             match sekisho::config::load(&path, &SlotRegistry::default()) {
                 Ok(c) => {
+                    for w in &c.warnings {
+                        eprintln!("{w}");
+                    }
+                    if strict && !c.warnings.is_empty() {
+                        eprintln!(
+                            "{}: {} warning(s), failing because of --strict",
+                            path.display(),
+                            c.warnings.len()
+                        );
+                        return ExitCode::from(1);
+                    }
                     let geo = c.geo.database.as_ref().map_or(String::new(), |db| {
                         format!(
                             ", country database {:?} built {}",
@@ -118,8 +134,12 @@ fn main() -> ExitCode {
                         (0, 0) => String::new(),
                         (p, a) => format!(", {p} under-attack rules, {a} autoban policies"),
                     };
+                    let warned = match c.warnings.len() {
+                        0 => String::new(),
+                        n => format!(", {n} warning(s)"),
+                    };
                     println!(
-                        "{}: ok ({} rules{extra}, {} allow and {} deny entries, {} upstreams{geo})",
+                        "{}: ok ({} rules{extra}, {} allow and {} deny entries, {} upstreams{geo}){warned}",
                         path.display(),
                         c.policy.profile_from,
                         c.policy.allow.entries(),
@@ -154,6 +174,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            for w in &config.warnings {
+                tracing::warn!("config: {w}");
+            }
             tracing::info!(
                 config = %path.display(),
                 listen = ?config.listen,

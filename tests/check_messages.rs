@@ -1,7 +1,9 @@
 //! What `sekisho check` prints for broken configs, byte for byte: each `tests/check-errors/X.yaml`
 //! is checked and its output (stdout and stderr as one stream, then `exit N`) compared with
 //! `X.out`. A change to a message is then a visible change to a `.out` file:
-//! `SEKISHO_BLESS=1 cargo test --test check_messages` rewrites them for review.
+//! `SEKISHO_BLESS=1 cargo test --test check_messages` rewrites them for review. A case whose
+//! first line is `# args: ...` is checked with those arguments after `check -c X.yaml`
+//! (e.g. `# args: --strict`).
 
 use std::path::Path;
 use std::process::Command;
@@ -19,11 +21,18 @@ fn check_prints_what_it_always_printed_for_each_broken_config() {
     assert!(names.len() >= 10, "too few cases: {names:?}");
     let mut differ = Vec::new();
     for name in &names {
+        let text = std::fs::read_to_string(dir.join(name)).expect("read case");
+        let args = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# args:"))
+            .unwrap_or("");
         let out = Command::new("sh")
             .arg("-c")
-            .arg("\"$0\" check -c \"$1\" 2>&1; echo \"exit $?\"")
+            .arg("f=$1; shift; \"$0\" check -c \"$f\" \"$@\" 2>&1; echo \"exit $?\"")
             .arg(env!("CARGO_BIN_EXE_sekisho"))
             .arg(name)
+            .args(args.split_whitespace())
             .current_dir(&dir)
             .env_remove("STATE_DIRECTORY")
             .output()

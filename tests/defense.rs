@@ -565,3 +565,48 @@ fn status_shows_a_profile_rule_as_shadow_while_the_switch_is_off() {
     assert_eq!(on[1]["mode"], "enforce", "{on:?}");
     assert_eq!(on[1]["refused"], 1, "{on:?}");
 }
+
+#[test]
+fn a_ban_by_hand_covering_too_much_needs_force() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&origin.upstreams());
+    let r = admin(&proxy, "POST", "/admin/bans?net=0.0.0.0/0&ttl=10m");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(
+        v["error"],
+        "0.0.0.0/0 covers every IPv4 address: add force=true to ban it anyway"
+    );
+    for (net, says) in [
+        ("::/0", "::/0 covers every IPv6 address"),
+        ("64.0.0.0/4", "64.0.0.0/4 covers 1/16 of all IPv4 addresses"),
+        (
+            "2000::/15",
+            "2000::/15 covers 1/32768 of all IPv6 addresses",
+        ),
+    ] {
+        let r = admin(&proxy, "POST", &format!("/admin/bans?net={net}"));
+        assert_eq!(r.status, 400, "{net}: {}", r.text());
+        assert!(r.text().contains(says), "{net}: {}", r.text());
+        assert!(r.text().contains("add force=true"), "{net}: {}", r.text());
+    }
+    assert_eq!(
+        admin(&proxy, "POST", "/admin/bans?net=0.0.0.0/0&force=yes").status,
+        400
+    );
+    assert!(banned(&proxy).is_empty(), "{:?}", banned(&proxy));
+    assert_eq!(get_from(Some("127.0.0.6"), proxy.addr(), "/").status, 200);
+
+    // a /8 and a /16 are allowed without force; everything with it
+    let v = admin_json(&proxy, "POST", "/admin/bans?net=10.0.0.0/8&ttl=10m");
+    assert_eq!(v["result"], "banned", "{v}");
+    let v = admin_json(&proxy, "POST", "/admin/bans?net=2001:db8::/16&ttl=10m");
+    assert_eq!(v["result"], "banned", "{v}");
+    let v = admin_json(
+        &proxy,
+        "POST",
+        "/admin/bans?net=0.0.0.0/0&ttl=10m&force=true",
+    );
+    assert_eq!(v["result"], "banned", "{v}");
+    assert_eq!(get_from(Some("127.0.0.6"), proxy.addr(), "/").status, 403);
+}

@@ -291,3 +291,30 @@ fn a_rejected_reload_reports_what_check_reports_and_keeps_serving() {
     assert_eq!(get_from(None, proxy.addr(), "/.env").status, 403);
     assert_eq!(get_from(None, proxy.addr(), "/").status, 200);
 }
+
+#[test]
+fn a_reload_with_warnings_applies_and_says_them() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&origin.upstreams());
+    let r = proxy.reload();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
+    proxy.rewrite(&format!(
+        "{}rules:\n  - name: shut\n    action: deny\n",
+        origin.upstreams()
+    ));
+    let r = proxy.reload();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    let w = v["warnings"].as_array().expect("warnings");
+    assert_eq!(w.len(), 1, "{v}");
+    let w = w[0].as_str().expect("a string");
+    assert!(
+        w.contains(
+            ": rules[0].action: warning: matches every request: every request will be refused"
+        ),
+        "{w}"
+    );
+    // a warning does not stop the reload: the rule applies
+    assert_eq!(get_from(Some("127.0.0.6"), proxy.addr(), "/").status, 403);
+}

@@ -13,6 +13,7 @@ pub mod client;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
+use ipnet::IpNet;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
@@ -209,14 +210,15 @@ impl Admin {
         })
     }
 
-    /// `POST /admin/bans?net=ADDR|CIDR&ttl=1h&reason=...` and `DELETE /admin/bans?net=...`.
+    /// `POST /admin/bans?net=ADDR|CIDR&ttl=1h&reason=...&force=true` and
+    /// `DELETE /admin/bans?net=...`. A ban wider than [`too_wide`] allows needs `force=true`.
     async fn ban_by_hand(
         &self,
         query: &str,
         who: &str,
         add: bool,
     ) -> (StatusCode, serde_json::Value) {
-        let params = match parse_query(query, &["net", "ip", "ttl", "reason"]) {
+        let params = match parse_query(query, &["net", "ip", "ttl", "reason", "force"]) {
             Ok(p) => p,
             Err(e) => return (StatusCode::BAD_REQUEST, json!({ "error": e })),
         };
@@ -253,6 +255,22 @@ impl Admin {
                     json!({ "result": "not banned", "net": net.to_string() }),
                 )
             };
+        }
+        let force = match params.get("force").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": format!("force: {other:?}: use true or false") }),
+                )
+            }
+        };
+        if let Some(why) = too_wide(net).filter(|_| !force) {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({ "error": format!("{why}: add force=true to ban it anyway") }),
+            );
         }
         let ttl = match params.get("ttl").map(|t| parse_duration(t)) {
             None => Duration::from_secs(3600),
@@ -447,7 +465,7 @@ impl Admin {
         match tokio::time::timeout(Duration::from_secs(120), rx).await {
             Ok(Ok(Ok(done))) => (
                 StatusCode::OK,
-                json!({"result": "ok", "generation": done.generation, "duration_ms": done.duration_ms}),
+                json!({"result": "ok", "generation": done.generation, "duration_ms": done.duration_ms, "warnings": done.warnings}),
             ),
             Ok(Ok(Err(errors))) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -458,6 +476,28 @@ impl Admin {
                 json!({"result": "error", "errors": ["the reload did not answer"]}),
             ),
         }
+    }
+}
+
+/// Why a ban of `net` by hand is wider than anyone means without saying so: IPv4 shorter than
+/// /8 (a sixteenth of the IPv4 space, or more) or IPv6 shorter than /16; `None` if it is not.
+/// The largest single allocations are a /8 (IPv4) and a /12-/16 (an RIR's IPv6 block).
+fn too_wide(net: IpNet) -> Option<String> {
+    let (family, bits, min) = match net {
+        IpNet::V4(_) => ("IPv4", 32u32, 8u8),
+        IpNet::V6(_) => ("IPv6", 128, 16),
+    };
+    let len = net.prefix_len();
+    if len == 0 {
+        Some(format!("{net} covers every {family} address"))
+    } else if len < min {
+        Some(format!(
+            "{net} covers 1/{} of all {family} addresses (2^{}; a ban by hand wider than a /{min} needs force)",
+            1u64 << len,
+            bits - u32::from(len)
+        ))
+    } else {
+        None
     }
 }
 

@@ -52,7 +52,12 @@ struct CachedFile {
     stamp: FileStamp,
     hash: u64,
     nets: Arc<Vec<IpNet>>,
+    everything: Arc<[Everything]>,
 }
+
+/// A list-file entry that covers every address of its family (`0.0.0.0/0`, `::/0`): its
+/// 1-based line and column and the network, kept for the warning each load repeats.
+pub type Everything = (usize, usize, IpNet);
 
 /// Parsed list files and built sets, kept across reloads.
 #[derive(Debug, Default)]
@@ -68,8 +73,8 @@ pub struct ListCache {
 
 /// What [`ListCache::file`] found.
 pub enum Cached {
-    /// Unchanged: here are its networks and content hash.
-    Hit(Arc<Vec<IpNet>>, u64),
+    /// Unchanged: here are its networks, content hash and entries covering a whole family.
+    Hit(Arc<Vec<IpNet>>, u64, Arc<[Everything]>),
     /// Read, content hash, stamp: parse it and [`ListCache::store`] the result.
     Miss(String, u64, FileStamp),
 }
@@ -80,7 +85,7 @@ impl ListCache {
         let stamp = FileStamp::of(path)?;
         if let Some(c) = self.files.get(path) {
             if c.stamp == stamp {
-                return Ok(Cached::Hit(c.nets.clone(), c.hash));
+                return Ok(Cached::Hit(c.nets.clone(), c.hash, c.everything.clone()));
             }
         }
         let text = std::fs::read_to_string(path)?;
@@ -89,17 +94,31 @@ impl ListCache {
         if let Some(c) = self.files.get_mut(path) {
             if c.hash == hash {
                 c.stamp = stamp;
-                return Ok(Cached::Hit(c.nets.clone(), hash));
+                return Ok(Cached::Hit(c.nets.clone(), hash, c.everything.clone()));
             }
         }
         Ok(Cached::Miss(text, hash, stamp))
     }
 
     /// Remembers a file that parsed without error.
-    pub fn store(&mut self, path: &Path, stamp: FileStamp, hash: u64, nets: Arc<Vec<IpNet>>) {
+    pub fn store(
+        &mut self,
+        path: &Path,
+        stamp: FileStamp,
+        hash: u64,
+        nets: Arc<Vec<IpNet>>,
+        everything: Arc<[Everything]>,
+    ) {
         self.files_parsed += 1;
-        self.files
-            .insert(path.to_path_buf(), CachedFile { stamp, hash, nets });
+        self.files.insert(
+            path.to_path_buf(),
+            CachedFile {
+                stamp,
+                hash,
+                nets,
+                everything,
+            },
+        );
     }
 
     /// The set built for `field` from inputs with this `signature`, if it is still the same.

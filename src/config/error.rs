@@ -18,11 +18,12 @@ pub struct ConfigError {
     pub message: String,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ConfigError {
+    /// `FILE:LINE:COL: field: ` then `tag` then the message.
+    fn write(&self, f: &mut fmt::Formatter<'_>, tag: &str) -> fmt::Result {
         write!(
             f,
-            "{}:{}:{}: {}: {}",
+            "{}:{}:{}: {}: {tag}{}",
             self.file.display(),
             self.line,
             self.column,
@@ -33,6 +34,25 @@ impl fmt::Display for ConfigError {
             },
             self.message
         )
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, "")
+    }
+}
+
+/// Something a valid config says that is almost never meant (a deny rule that matches every
+/// request, a list entry covering every address): the config loads, `sekisho check` prints it
+/// as `FILE:LINE:COL: field: warning: message`, `check --strict` fails on it, and `run` and
+/// every reload log it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning(pub ConfigError);
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.write(f, "warning: ")
     }
 }
 

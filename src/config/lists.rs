@@ -7,8 +7,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::cache::Cached;
-use super::{ConfigError, RawMode, Validator, S};
+use super::cache::{Cached, Everything};
+use super::{ConfigError, ConfigWarning, RawMode, Validator, S};
 use crate::engine::Mode;
 use crate::iplist::{self, IpSet};
 
@@ -72,13 +72,23 @@ impl Validator<'_> {
             return Arc::new(IpSet::default());
         };
         let errors_before = self.errors.len();
+        let counted = raw.mode.as_ref().is_some_and(|m| m.value == RawMode::Count);
         // The set's inputs: inline entries and each file's content hash.
         let mut signature = std::hash::DefaultHasher::new();
         let mut nets: Vec<IpNet> = Vec::new();
         for (i, c) in raw.cidrs.iter().enumerate() {
             c.value.hash(&mut signature);
             match iplist::parse_net(&c.value) {
-                Ok(n) => nets.push(n),
+                Ok(n) => {
+                    if n.prefix_len() == 0 {
+                        self.warn(
+                            c,
+                            format!("{field}.cidrs[{i}]"),
+                            covers_all(n, field, counted),
+                        );
+                    }
+                    nets.push(n)
+                }
                 Err(m) => self.err(c, format!("{field}.cidrs[{i}]"), m),
             }
         }
@@ -88,9 +98,10 @@ impl Validator<'_> {
             let fname = format!("{field}.files[{i}]");
             self.list_files.push(path.clone());
             match self.cache.file(&path) {
-                Ok(Cached::Hit(n, hash)) => {
+                Ok(Cached::Hit(n, hash, everything)) => {
                     (path.as_path(), hash).hash(&mut signature);
                     self.loaded_hashes.push((path.clone(), hash));
+                    self.warn_everything_in_file(&path, &fname, &everything, field, counted);
                     file_nets.push(n);
                 }
                 Ok(Cached::Miss(text, hash, stamp)) => {
@@ -98,8 +109,26 @@ impl Validator<'_> {
                     self.loaded_hashes.push((path.clone(), hash));
                     match iplist::parse_list(&text) {
                         Ok(n) => {
+                            let everything: Arc<[Everything]> =
+                                if n.iter().any(|n| n.prefix_len() == 0) {
+                                    iplist::entries(&text)
+                                        .filter_map(|(line, column, e)| {
+                                            let n = iplist::parse_net(e).ok()?;
+                                            (n.prefix_len() == 0).then_some((line, column, n))
+                                        })
+                                        .collect()
+                                } else {
+                                    Arc::new([])
+                                };
+                            self.warn_everything_in_file(
+                                &path,
+                                &fname,
+                                &everything,
+                                field,
+                                counted,
+                            );
                             let n = Arc::new(n);
-                            self.cache.store(&path, stamp, hash, n.clone());
+                            self.cache.store(&path, stamp, hash, n.clone(), everything);
                             file_nets.push(n);
                         }
                         Err(errs) => {
@@ -138,4 +167,43 @@ impl Validator<'_> {
         self.cache.store_set(field, signature, set.clone());
         set
     }
+
+    /// Warns of each entry of the list file `path` that covers every address of its family.
+    fn warn_everything_in_file(
+        &mut self,
+        path: &std::path::Path,
+        fname: &str,
+        everything: &[Everything],
+        list: &str,
+        counted: bool,
+    ) {
+        for &(line, column, n) in everything {
+            self.warnings.push(ConfigWarning(ConfigError {
+                file: path.to_path_buf(),
+                line: line as u64,
+                column: column as u64,
+                field: fname.to_string(),
+                message: covers_all(n, list, counted),
+            }));
+        }
+    }
+}
+
+/// The warning for an entry `n` of `list` (`lists.allow` or `lists.deny`, `counted` when in
+/// count mode) with prefix length 0.
+fn covers_all(n: IpNet, list: &str, counted: bool) -> String {
+    let family = match n {
+        IpNet::V4(_) => "IPv4",
+        IpNet::V6(_) => "IPv6",
+    };
+    let effect = if list == "lists.allow" {
+        format!("every {family} client passes without rules, limits or bans")
+    } else if counted {
+        format!(
+            "every {family} client would be refused (only counted while lists.deny.mode is count)"
+        )
+    } else {
+        format!("every {family} client will be refused")
+    };
+    format!("{n} covers every {family} address: {effect}")
 }

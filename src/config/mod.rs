@@ -4,7 +4,10 @@
 //! Every string with meaning (addresses, CIDRs, rates, durations, regexes) is turned into its
 //! type here, once; the request path never parses config. Errors are collected, not stopped at
 //! the first, and each names file, line, column and field ([`ConfigError`]). `sekisho check` and
-//! the reload path both go through [`load`]. This module opens files but no sockets.
+//! the reload path both go through [`load`]. A config that is valid but says something almost
+//! never meant (a deny rule matching every request, a list entry covering every address) loads
+//! with [`Config::warnings`] ([`ConfigWarning`], same positions); the caller prints or logs
+//! them. This module opens files but no sockets.
 //!
 //! YAML is read with `serde-saphyr`: pure Rust (no `unsafe-libyaml`, which RUSTSEC-2024-0449
 //! marks unmaintained), maintained, and its errors and [`serde_saphyr::Spanned`] values carry
@@ -42,7 +45,7 @@ pub use access_log::AccessLogSettings;
 pub use admin::{DecisionLogSettings, DEFAULT_ADMIN_PORT};
 pub use cache::{content_hash, FileStamp, ListCache};
 pub use client_ip::ClientIp;
-pub use error::{field_path_at, ConfigError, ConfigErrors};
+pub use error::{field_path_at, ConfigError, ConfigErrors, ConfigWarning};
 pub use geo::GeoSettings;
 pub use reload::ReloadSettings;
 pub use rules::DEFAULT_MAX_TRACKED_KEYS;
@@ -94,6 +97,9 @@ pub struct Config {
     pub metric_countries: Vec<Country>,
     /// `bans:`, `autoban:` and `under_attack.auto`.
     pub defense: DefenseSettings,
+    /// What is valid but almost never meant, in file order ([`ConfigWarning`]); the caller
+    /// prints or logs them, once per load.
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// `S<T>`: a value with the position it was written at.
@@ -207,12 +213,16 @@ fn parse_cached(
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
         errors: Vec::new(),
+        warnings: Vec::new(),
         list_files: Vec::new(),
         loaded_hashes: vec![(path.to_path_buf(), content_hash(text.as_bytes()))],
         cache,
     };
-    let config = v.config(raw, slots);
+    let mut config = v.config(raw, slots);
     if v.errors.is_empty() {
+        v.warnings
+            .sort_by_key(|w| (w.0.file.clone(), w.0.line, w.0.column));
+        config.warnings = v.warnings;
         Ok(config)
     } else {
         v.errors.sort_by_key(|e| (e.file.clone(), e.line, e.column));
@@ -224,6 +234,8 @@ struct Validator<'c> {
     file: PathBuf,
     dir: PathBuf,
     errors: Vec<ConfigError>,
+    /// Warnings; dropped when there are errors (those are fixed first).
+    warnings: Vec<ConfigWarning>,
     list_files: Vec<PathBuf>,
     loaded_hashes: Vec<(PathBuf, u64)>,
     cache: &'c mut ListCache,
@@ -238,6 +250,16 @@ impl Validator<'_> {
             field: field.into(),
             message: message.into(),
         });
+    }
+
+    fn warn<T>(&mut self, at: &S<T>, field: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigWarning(ConfigError {
+            file: self.file.clone(),
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            field: field.into(),
+            message: message.into(),
+        }));
     }
 
     fn duration(&mut self, v: Option<&S<String>>, field: &str, default: Duration) -> Duration {
@@ -348,6 +370,7 @@ impl Validator<'_> {
             client_ip,
             list_files: std::mem::take(&mut self.list_files),
             loaded_hashes: std::mem::take(&mut self.loaded_hashes),
+            warnings: Vec::new(),
         }
     }
 }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{ConfigError, RawConfig, RawMode, Validator, S};
 use crate::engine::Country;
 use crate::engine::{
-    HostMatch, KeyKind, LimitSpec, Matcher, Response, Rule, RuleKind, SlotRegistry,
+    HostMatch, KeyKind, LimitSpec, Matcher, Mode, Response, Rule, RuleKind, SlotRegistry,
 };
 use crate::limiter::Quota;
 
@@ -112,6 +112,9 @@ impl Validator<'_> {
                 || matches!(&r.kind, RuleKind::Limit(l) if l.key == KeyKind::Country)
         });
         let uses_host = rules.iter().any(|r| r.matcher.uses_host());
+        if let Some(u) = under_attack.filter(|u| u.auto.is_some()) {
+            self.auto_denies_countries(&u.rules, &rules[profile_from..]);
+        }
         // (a geo source given but broken has its own error already)
         let geo_given = raw
             .geo
@@ -201,6 +204,10 @@ impl Validator<'_> {
                 }
             };
             let response = self.response(r, &at, matches!(kind, RuleKind::Limit(_)));
+            let mode: Mode = r.mode.unwrap_or_default().into();
+            if mode == Mode::Enforce {
+                self.refuses_everyone(r, &at, &matcher, &kind, field != "rules");
+            }
             let (slot, predecessor) = match &kind {
                 RuleKind::Limit(spec) => slots.assign(name, spec),
                 RuleKind::Deny => (0, None),
@@ -210,12 +217,95 @@ impl Validator<'_> {
                 matcher,
                 kind,
                 response,
-                mode: r.mode.unwrap_or_default().into(),
+                mode,
                 slot,
                 predecessor,
             });
         }
         rules
+    }
+
+    /// Warns of an enforced rule that would refuse everyone: a deny rule that matches every
+    /// request, or a limit that matches every request and either puts a whole country in one
+    /// bucket (`key: country`) or refuses a page load (burst under [`PAGE_LOAD`]). A per-IP
+    /// limit on every request is normal and not warned of. `profile`: the rule is in
+    /// `under_attack.rules`.
+    fn refuses_everyone(
+        &mut self,
+        r: &RawRule,
+        at: &str,
+        m: &Matcher,
+        kind: &RuleKind,
+        profile: bool,
+    ) {
+        if !matches_everything(m) {
+            return;
+        }
+        let when = if profile {
+            "while the under-attack profile is on, "
+        } else {
+            ""
+        };
+        match (kind, &r.action, &r.limit) {
+            (RuleKind::Deny, Some(a), None) => self.warn(
+                a,
+                format!("{at}.action"),
+                format!("matches every request: {when}every request will be refused"),
+            ),
+            (RuleKind::Limit(spec), None, Some(l)) => {
+                if spec.key == KeyKind::Country {
+                    let at_key = l.value.key.as_ref();
+                    let per = &spec.quota;
+                    let message = format!("matches every request and keys by country: {when}all clients of one country share one bucket ({per}), so one busy country or one attacker refuses everyone there");
+                    match at_key {
+                        Some(k) => self.warn(k, format!("{at}.limit.key"), message),
+                        None => self.warn(l, format!("{at}.limit"), message),
+                    }
+                } else if spec.quota.burst().get() < PAGE_LOAD {
+                    let burst = spec.quota.burst();
+                    let message = |default: &str| {
+                        format!("matches every request with a burst of {burst}{default}: {when}a browser loading one page (often {PAGE_LOAD} or more requests at once) will be refused; give a burst of at least {PAGE_LOAD}, or match the paths it is for")
+                    };
+                    match &l.value.burst {
+                        Some(b) => self.warn(b, format!("{at}.limit.burst"), message("")),
+                        None => self.warn(
+                            &l.value.rate,
+                            format!("{at}.limit.rate"),
+                            message(" (without `burst:`, the rate's count)"),
+                        ),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// With `under_attack.auto` set, an enforced deny rule of the profile that matches on
+    /// country refuses whole countries when the switch trips, with nobody deciding it.
+    fn auto_denies_countries(&mut self, raw: &[RawRule], rules: &[Rule]) {
+        for (i, (r, rule)) in raw.iter().zip(rules).enumerate() {
+            if !matches!(rule.kind, RuleKind::Deny) || rule.mode != Mode::Enforce {
+                continue;
+            }
+            let Some(m) = r.matcher.as_ref() else {
+                continue;
+            };
+            let found = m
+                .country
+                .first()
+                .map(|c| ("country", c))
+                .or_else(|| m.country_not.first().map(|c| ("country_not", c)));
+            if let Some((key, c)) = found {
+                self.warn(
+                    c,
+                    format!("under_attack.rules[{i}].match.{key}"),
+                    format!(
+                        "under_attack.auto can switch on a profile that refuses whole countries (rule {:?}): it will deny them without a person deciding; switch the profile by hand (sekisho attack on) or make this rule a limit",
+                        rule.name
+                    ),
+                );
+            }
+        }
     }
 
     fn matcher(&mut self, raw: Option<&RawMatch>, at: &str) -> Matcher {
@@ -262,7 +352,24 @@ impl Validator<'_> {
                 .size_limit(1 << 20)
                 .build()
             {
-                Ok(re) => Some(re),
+                Ok(re) => {
+                    if re.is_match(b"") {
+                        let every = if BROWSER_UAS.iter().all(|ua| re.is_match(ua.as_bytes())) {
+                            ", and it matches every user agent (an empty alternative like \"a|\", or \"x*\"?)"
+                        } else {
+                            ""
+                        };
+                        self.warn(
+                            r,
+                            field,
+                            format!(
+                                "{:?} matches the empty string: it also matches requests without a User-Agent header{every}",
+                                r.value
+                            ),
+                        );
+                    }
+                    Some(re)
+                }
                 Err(e) => {
                     self.err(r, field, regex_message(&e.to_string()));
                     None
@@ -420,6 +527,29 @@ impl Validator<'_> {
         }
         out
     }
+}
+
+/// A limit matching every request with a burst under this refuses a browser's page load.
+const PAGE_LOAD: u32 = 10;
+
+/// User agents a user-agent regex that matches the empty string is tried on: matching all of
+/// them is taken for matching every user agent.
+const BROWSER_UAS: [&str; 3] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+    "curl/8.5.0",
+    "z",
+];
+
+/// No condition narrows `m`: it matches every request (`path_prefix: /` alone included).
+fn matches_everything(m: &Matcher) -> bool {
+    m.path.is_none()
+        && m.path_prefix.as_deref().is_none_or(|p| p == "/")
+        && m.path_regex.is_none()
+        && m.methods.is_empty()
+        && m.host.is_none()
+        && m.user_agent.is_none()
+        && m.country.is_empty()
+        && m.country_not.is_empty()
 }
 
 /// A regex error on one line.

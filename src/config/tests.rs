@@ -218,7 +218,17 @@ fn shipped_configs_validate() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let p = entry.unwrap().path();
             if p.extension().is_some_and(|e| e == "yaml") {
-                load(&p, &SlotRegistry::default()).unwrap_or_else(|e| panic!("{e}"));
+                let c = load(&p, &SlotRegistry::default()).unwrap_or_else(|e| panic!("{e}"));
+                assert!(
+                    c.warnings.is_empty(),
+                    "{}: a shipped config warns:\n{}",
+                    p.display(),
+                    c.warnings
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
                 n += 1;
             }
         }
@@ -508,4 +518,121 @@ fn access_log_parses_with_defaults_and_names_its_errors() {
         "upstreams: [\"127.0.0.1:8000\"]\naccess_log: { path: a.log, fmt: json }\n",
     );
     assert!(unknown.iter().any(|e| e.contains("fmt")), "{unknown:?}");
+}
+
+/// The warnings of a config that must load.
+fn warnings(text: &str) -> Vec<String> {
+    let c = parse_str(text).unwrap_or_else(|e| panic!("{e}"));
+    c.warnings.iter().map(ToString::to_string).collect()
+}
+
+const UP: &str = "upstreams: [\"127.0.0.1:8000\"]\ngeo: { header: CF-IPCountry }\n";
+
+#[test]
+fn a_clean_config_has_no_warnings() {
+    let w = warnings(&format!(
+        "{UP}lists:\n  deny: {{ cidrs: [\"0.0.0.0/1\", \"::/1\"] }}\nrules:\n  - name: probes\n    match: {{ path_prefix: /wp- }}\n    action: deny\n  - name: per-ip\n    limit: {{ rate: 20/s, burst: 100 }}\n  - name: bots\n    match: {{ user_agent: \"(?i)bot\" }}\n    limit: {{ rate: 1/s, burst: 5 }}\n  - name: shadow\n    action: deny\n    mode: count\nunder_attack:\n  auto: {{ refused_per_second: 10 }}\n  rules:\n    - name: foreign\n      match: {{ country_not: [JP] }}\n      limit: {{ rate: 1/s, burst: 10 }}\n"
+    ));
+    assert_eq!(w, Vec::<String>::new());
+}
+
+#[test]
+fn a_deny_rule_matching_every_request_warns() {
+    let w = warnings(&format!(
+        "{UP}rules:\n  - name: all\n    action: deny\n  - name: root\n    match: {{ path_prefix: / }}\n    action: deny\nunder_attack:\n  rules:\n    - name: lockdown\n      action: deny\n"
+    ));
+    assert_exactly(
+        &w,
+        &[
+            "t.yaml:5:13: rules[0].action: warning: matches every request: every request will be refused",
+            "t.yaml:8:13: rules[1].action: warning: matches every request: every request will be refused",
+            "t.yaml:12:15: under_attack.rules[0].action: warning: matches every request: while the under-attack profile is on, every request will be refused",
+        ],
+    );
+}
+
+#[test]
+fn a_limit_matching_every_request_warns_only_when_it_lumps_or_starves() {
+    let w = warnings(&format!(
+        "{UP}rules:\n  - name: per-ip\n    limit: {{ rate: 20/s, burst: 100 }}\n  - name: by-country\n    limit: {{ rate: 100/s, burst: 200, key: country }}\n  - name: tiny\n    limit: {{ rate: 1/s, burst: 5 }}\n  - name: tiny-default-burst\n    limit: {{ rate: 2/s }}\n  - name: login\n    match: {{ path: /login }}\n    limit: {{ rate: 1/min, burst: 1 }}\n"
+    ));
+    assert_exactly(
+        &w,
+        &[
+            "t.yaml:7:44: rules[1].limit.key: warning: matches every request and keys by country:",
+            "t.yaml:9:32: rules[2].limit.burst: warning: matches every request with a burst of 5:",
+            "t.yaml:11:20: rules[3].limit.rate: warning: matches every request with a burst of 2 (without `burst:`, the rate's count):",
+        ],
+    );
+}
+
+#[test]
+fn a_user_agent_regex_matching_the_empty_string_warns() {
+    let w = warnings(&format!(
+        "{UP}rules:\n  - name: empty-alt\n    match: {{ user_agent: \"msnbot|\" }}\n    limit: {{ rate: 1/s, burst: 5 }}\n  - name: no-ua\n    match: {{ user_agent: \"^$\" }}\n    action: deny\n  - name: fine\n    match: {{ user_agent: \"(?i)bot\" }}\n    action: deny\n"
+    ));
+    assert_exactly(
+        &w,
+        &[
+            "t.yaml:5:26: rules[0].match.user_agent: warning: \"msnbot|\" matches the empty string: it also matches requests without a User-Agent header, and it matches every user agent",
+            "t.yaml:8:26: rules[1].match.user_agent: warning: \"^$\" matches the empty string: it also matches requests without a User-Agent header",
+        ],
+    );
+    assert!(!w[1].contains("every user agent"), "{w:?}");
+}
+
+#[test]
+fn a_list_entry_covering_a_whole_family_warns_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("deny.txt"),
+        "192.0.2.0/24\n# everything:\n  ::/0  # oops\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("s.yaml");
+    let text = "upstreams: [\"127.0.0.1:8000\"]\nlists:\n  allow: { cidrs: [\"10.0.0.0/8\", \"0.0.0.0/0\"] }\n  deny: { files: [deny.txt], cidrs: [\"0.0.0.0/0\"], mode: count }\n";
+    let mut cache = ListCache::default();
+    for round in 0..2 {
+        // the second load takes deny.txt from the cache and still warns of its line
+        let c = parse_cached(text, &cfg, &SlotRegistry::default(), &mut cache).unwrap();
+        let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        let want = [
+            format!("{}:3:3: lists.deny.files[0]: warning: ::/0 covers every IPv6 address: every IPv6 client would be refused (only counted while lists.deny.mode is count)", dir.path().join("deny.txt").display()),
+            format!("{}:3:34: lists.allow.cidrs[1]: warning: 0.0.0.0/0 covers every IPv4 address: every IPv4 client passes without rules, limits or bans", cfg.display()),
+            format!("{}:4:38: lists.deny.cidrs[0]: warning: 0.0.0.0/0 covers every IPv4 address: every IPv4 client would be refused", cfg.display()),
+        ];
+        assert_eq!(w.len(), 3, "round {round}: {w:#?}");
+        for want in &want {
+            assert!(
+                w.iter().any(|l| l.starts_with(want)),
+                "round {round}: {want}\nin {w:#?}"
+            );
+        }
+    }
+    assert_eq!(cache.files_parsed, 1);
+}
+
+#[test]
+fn auto_with_a_profile_denying_countries_warns() {
+    let profile = "  rules:\n    - name: foreign\n      match: { country_not: [JP, \"??\"] }\n      action: deny\n    - name: kp\n      match: { country: [KP] }\n      action: deny\n      mode: count\n";
+    // by hand only: no warning
+    assert_eq!(
+        warnings(&format!("{UP}under_attack:\n{profile}")),
+        Vec::<String>::new()
+    );
+    let w = warnings(&format!(
+        "{UP}under_attack:\n  auto: {{ refused_per_second: 100 }}\n{profile}"
+    ));
+    assert_exactly(
+        &w,
+        &["t.yaml:7:30: under_attack.rules[0].match.country_not: warning: under_attack.auto can switch on a profile that refuses whole countries (rule \"foreign\"): it will deny them without a person deciding"],
+    );
+}
+
+#[test]
+fn a_config_with_errors_reports_errors_not_warnings() {
+    let e = errors(
+        "upstreams: [\"127.0.0.1:8000\"]\nthreads: 0\nrules:\n  - name: all\n    action: deny\n",
+    );
+    assert!(e.iter().all(|l| !l.contains("warning:")), "{e:?}");
 }

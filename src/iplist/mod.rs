@@ -233,31 +233,34 @@ pub struct LineError {
     pub message: String,
 }
 
+/// The entries of a list file's text: (1-based line, 1-based column, entry), comments and blank
+/// lines left out.
+pub fn entries(text: &str) -> impl Iterator<Item = (usize, usize, &str)> {
+    text.lines().enumerate().filter_map(|(i, raw)| {
+        let content = match raw.as_bytes().iter().position(|&b| b == b'#') {
+            Some(hash) => &raw[..hash],
+            None => raw,
+        };
+        let entry = content.trim();
+        let column = content.len() - content.trim_start().len() + 1;
+        (!entry.is_empty()).then_some((i + 1, column, entry))
+    })
+}
+
 /// Parses a list file's text: one IP or CIDR a line, `#` starts a comment, blank lines skipped.
 ///
 /// Returns every bad line, not just the first, so one `sekisho check` shows them all.
 pub fn parse_list(text: &str) -> Result<Vec<IpNet>, Vec<LineError>> {
     let mut nets = Vec::new();
     let mut errors = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let content = match raw.as_bytes().iter().position(|&b| b == b'#') {
-            Some(hash) => &raw[..hash],
-            None => raw,
-        };
-        let entry = content.trim();
-        if entry.is_empty() {
-            continue;
-        }
+    for (line, column, entry) in entries(text) {
         match parse_net(entry) {
             Ok(n) => nets.push(n),
-            Err(message) => {
-                let column = content.len() - content.trim_start().len() + 1;
-                errors.push(LineError {
-                    line: i + 1,
-                    column,
-                    message,
-                });
-            }
+            Err(message) => errors.push(LineError {
+                line,
+                column,
+                message,
+            }),
         }
     }
     if errors.is_empty() {

@@ -36,12 +36,14 @@ pub use watch::FileWatch;
 pub type ReloadReply = Result<ReloadDone, Vec<String>>;
 
 /// A successful reload.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReloadDone {
     /// The generation now serving.
     pub generation: u64,
     /// Parse + build + swap, in milliseconds.
     pub duration_ms: u64,
+    /// The new config's warnings, as `check` prints them (also logged).
+    pub warnings: Vec<String>,
 }
 
 /// A request to reload, from outside the housekeeping task.
@@ -96,6 +98,10 @@ pub fn reload(state: &State, full: bool, cause: &str) -> Result<ReloadDone, Conf
         }
     };
     warn_restart_only(&old.config, &new);
+    let warnings: Vec<String> = new.warnings.iter().map(ToString::to_string).collect();
+    for w in &warnings {
+        tracing::warn!(cause, "reloaded config: {w}");
+    }
     let generation = old.generation + 1;
     state.slots.commit(&new.policy);
     let v6_prefix = new.client_ip.ipv6_prefix;
@@ -125,6 +131,7 @@ pub fn reload(state: &State, full: bool, cause: &str) -> Result<ReloadDone, Conf
     Ok(ReloadDone {
         generation,
         duration_ms,
+        warnings,
     })
 }
 
