@@ -6,6 +6,11 @@
 //! the first, and each names file, line, column and field ([`ConfigError`]). `sekisho check` and
 //! the reload path both go through [`load`]. This module opens files but no sockets.
 //!
+//! Reading is two steps. `structure.rs` reads the text into [`RawConfig`] and reports every
+//! structural error at once (unknown keys, wrong types, duplicate keys: serde alone stops at
+//! the first), finding each error's node in the YAML event stream (`tree.rs`); only a sound
+//! structure goes on to the [`Validator`], which checks the values, section by section.
+//!
 //! YAML is read with `serde-saphyr`: pure Rust (no `unsafe-libyaml`, which RUSTSEC-2024-0449
 //! marks unmaintained), maintained, and its errors and [`serde_saphyr::Spanned`] values carry
 //! line and column.
@@ -26,6 +31,9 @@ mod listen;
 mod lists;
 mod reload;
 mod rules;
+mod structure;
+mod suggest;
+mod tree;
 mod upstreams;
 
 use std::net::SocketAddr;
@@ -172,29 +180,10 @@ fn parse_cached(
     slots: &SlotRegistry,
     cache: &mut ListCache,
 ) -> Result<Config, ConfigErrors> {
-    let options = serde_saphyr::options! {
-        budget: serde_saphyr::budget! { max_depth: 32, max_nodes: 200_000 },
-    };
-    let raw: RawConfig = match serde_saphyr::from_str_with_options(text, options) {
-        Ok(r) => r,
-        Err(e) => {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            let mut message = e.without_snippet().to_string();
-            if let Some(cut) = message.rfind(" at line ") {
-                message.truncate(cut);
-            }
-            return Err(ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line,
-                column,
-                field: field_path_at(text, line, column),
-                message,
-            }]));
-        }
-    };
+    let raw: RawConfig = structure::read(text, path).map_err(|mut errors| {
+        errors.sort_by_key(|e| (e.line, e.column));
+        ConfigErrors(errors)
+    })?;
     let mut v = Validator {
         file: path.to_path_buf(),
         dir: path
