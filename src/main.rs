@@ -127,6 +127,10 @@ fn main() -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
+                Err(errors) if errors.is_whole_file() => {
+                    eprintln!("sekisho: {errors}");
+                    ExitCode::from(1)
+                }
                 Err(errors) => {
                     eprintln!("{errors}");
                     eprintln!("{}: {} error(s)", path.display(), errors.0.len());
@@ -140,6 +144,10 @@ fn main() -> ExitCode {
             let mut cache = sekisho::config::ListCache::default();
             let config = match sekisho::config::load_cached(&path, &slots, &mut cache) {
                 Ok(c) => c,
+                Err(errors) if errors.is_whole_file() => {
+                    eprintln!("sekisho: not started: {errors}");
+                    return ExitCode::from(1);
+                }
                 Err(errors) => {
                     eprintln!("{errors}");
                     eprintln!(

@@ -44,3 +44,28 @@ fn check_prints_what_it_always_printed_for_each_broken_config() {
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
+
+#[test]
+fn a_config_that_cannot_be_read_is_one_line_without_a_position() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check-errors");
+    for (command, expected) in [
+        (
+            "check",
+            "sekisho: cannot read the config nope.yaml: No such file or directory (os error 2)\nexit 1\n",
+        ),
+        (
+            "run",
+            "sekisho: not started: cannot read the config nope.yaml: No such file or directory (os error 2)\nexit 1\n",
+        ),
+    ] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("\"$0\" \"$1\" -c nope.yaml 2>&1; echo \"exit $?\"")
+            .arg(env!("CARGO_BIN_EXE_sekisho"))
+            .arg(command)
+            .current_dir(&dir)
+            .output()
+            .expect("sh runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{command}");
+    }
+}

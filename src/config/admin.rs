@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::{RawConfig, Validator, S};
+use super::{codes, RawConfig, Validator, S};
 use crate::engine::Country;
 
 /// `decision_log:`.
@@ -112,13 +112,9 @@ impl Validator<'_> {
             .flat_map(|m| m.countries.iter())
             .enumerate()
         {
-            match Country::parse(c.value.trim().as_bytes()) {
-                Some(code) => metric_countries.push(code),
-                None => self.err(
-                    c,
-                    format!("metrics.countries[{i}]"),
-                    format!("{:?} is not a two-letter country code", c.value),
-                ),
+            match codes::country(&c.value) {
+                Ok(code) => metric_countries.push(code),
+                Err(message) => self.err(c, format!("metrics.countries[{i}]"), message),
             }
         }
         metric_countries

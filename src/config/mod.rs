@@ -24,6 +24,7 @@
 mod admin;
 mod cache;
 mod client_ip;
+mod codes;
 mod defense;
 mod error;
 mod geo;
@@ -164,8 +165,12 @@ pub fn load_cached(
     slots: &SlotRegistry,
     cache: &mut ListCache,
 ) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors::whole_file(path, format!("cannot read the config: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::whole_file(
+            path,
+            format!("cannot read the config {}: {e}", path.display()),
+        )
+    })?;
     parse_cached(&text, path, slots, cache)
 }
 

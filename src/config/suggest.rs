@@ -1,4 +1,4 @@
-//! "Did you mean": how far one name is from another.
+//! "Did you mean": how far one name is from another, and the nearest of a list.
 
 /// The optimal-string-alignment distance of `a` and `b`, case-insensitive: insertions,
 /// deletions, substitutions and transpositions of two neighbours each count 1 (`PSOT` is 1 from
@@ -26,10 +26,19 @@ pub fn distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Whether `a` reads as a slip of `b`: at most 2 edits, and fewer than `a` has characters.
+/// Whether `a` reads as a slip of `b`: at most 2 edits, and at most one per two characters of
+/// `a` (`PSTO` is POST; `A B` is not ACL).
 pub fn close(a: &str, b: &str) -> bool {
     let d = distance(a, b);
-    d <= 2 && d < a.chars().count()
+    d <= 2 && 2 * d <= a.chars().count()
+}
+
+/// The nearest of `names` to `given` if it is [`close`]; the first of equally near ones.
+pub fn nearest<'n>(given: &str, names: impl IntoIterator<Item = &'n str>) -> Option<&'n str> {
+    names
+        .into_iter()
+        .filter(|n| close(given, n))
+        .min_by_key(|n| distance(given, n))
 }
 
 #[cfg(test)]
@@ -47,5 +56,18 @@ mod tests {
         assert_eq!(distance("abc", ""), 3);
         assert_eq!(distance("", ""), 0);
         assert_eq!(distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn nearest_names() {
+        let m = ["GET", "HEAD", "POST", "PUT", "PATCH"];
+        assert_eq!(nearest("PSOT", m), Some("POST"));
+        assert_eq!(nearest("g3t", m), Some("GET"));
+        assert_eq!(nearest("BREW", m), None);
+        // two edits are not a slip of a two- or three-letter word
+        assert_eq!(nearest("HE", m), None);
+        assert_eq!(nearest("A B", ["ACL"]), None);
+        assert_eq!(nearest("PSTO", m), Some("POST"));
+        assert_eq!(nearest("HEA", m), Some("HEAD"));
     }
 }

@@ -317,6 +317,17 @@ fn geo_settings_are_checked() {
     );
     let e = errors("upstreams: [\"127.0.0.1:8000\"]\nrules:\n  - name: a\n    match: { country_not: [JP] }\n    action: deny\n");
     assert_exactly(&e, &["t.yaml:4:28: rules[0].match.country_not: country rules need geo.database or geo.header"]);
+    // in the under-attack profile too, and a limit keyed by country is named where it is
+    let e = errors("upstreams: [\"127.0.0.1:8000\"]\nunder_attack:\n  rules:\n    - name: a\n      match: { country: [JP] }\n      action: deny\n");
+    assert_exactly(
+        &e,
+        &["t.yaml:5:26: under_attack.rules[0].match.country: country rules need"],
+    );
+    let e = errors("upstreams: [\"127.0.0.1:8000\"]\nrules:\n  - name: a\n    limit: { rate: 1/s, key: country }\n");
+    assert_exactly(
+        &e,
+        &["t.yaml:4:30: rules[0].limit.key: a limit keyed by country needs"],
+    );
 }
 
 #[test]
