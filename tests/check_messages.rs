@@ -69,3 +69,20 @@ fn a_config_that_cannot_be_read_is_one_line_without_a_position() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{command}");
     }
 }
+
+#[test]
+fn a_log_filter_that_is_not_one_stops_the_start() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check-errors");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" check -c noups.yaml 2>&1; echo \"exit $?\"")
+        .arg(env!("CARGO_BIN_EXE_sekisho"))
+        .current_dir(&dir)
+        .env("SEKISHO_LOG", "verbose")
+        .output()
+        .expect("sh runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "sekisho: SEKISHO_LOG=\"verbose\" is not a log filter (e.g. info, sekisho=debug,warn): \"verbose\" is not a level (trace, debug, info, warn, error, off); for a target write verbose=LEVEL\nexit 2\n"
+    );
+}

@@ -224,7 +224,7 @@ impl Validator<'_> {
                         format!(
                             "{:?} is shorter than ban ({})",
                             m.value,
-                            humantime::format_duration(ban)
+                            super::format_duration(ban)
                         ),
                     );
                 }

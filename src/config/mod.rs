@@ -254,7 +254,12 @@ impl Validator<'_> {
                 self.err(
                     s,
                     field,
-                    format!("{:?} is out of range ({min:?} to {max:?})", s.value),
+                    format!(
+                        "{:?} is out of range ({} to {})",
+                        s.value,
+                        format_duration(min),
+                        format_duration(max)
+                    ),
                 );
                 default
             }
@@ -339,23 +344,47 @@ impl Validator<'_> {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`.
+/// Parses `250ms`, `5s`, `2m` (or `2min`), `1h`, `7d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: u64 = n
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 250ms, 5s, 2m, 1h)"))?;
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 250ms, 5s, 2m, 1h, 7d)"))?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        "" => return Err(format!("{s:?} needs a unit (ms, s, m, h)")),
-        u => return Err(format!("unknown unit {u:?} in {s:?}; use ms, s, m or h")),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        "" => return Err(format!("{s:?} needs a unit (ms, s, m, h, d)")),
+        u => return Err(format!("unknown unit {u:?} in {s:?}; use ms, s, m, h or d")),
     };
     Ok(d)
+}
+
+/// `d` as [`parse_duration`] reads it, in the largest unit that writes it whole: `1d`, `90m`,
+/// `1500ms`, `0s`.
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return format!("{d:?}");
+    }
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 #[cfg(test)]

@@ -205,6 +205,27 @@ fn durations() {
     assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
     assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
     assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+    assert_eq!(
+        parse_duration("365d"),
+        Ok(Duration::from_secs(365 * 86_400))
+    );
+    assert_eq!(parse_duration("2min"), Ok(Duration::from_secs(120)));
+    assert!(parse_duration("99999999999999999999d").is_err());
+    assert!(parse_duration("18446744073709551615d").is_ok(), "saturates");
+    for (d, s) in [
+        (Duration::ZERO, "0s"),
+        (Duration::from_millis(1), "1ms"),
+        (Duration::from_millis(1500), "1500ms"),
+        (Duration::from_secs(90), "90s"),
+        (Duration::from_secs(5400), "90m"),
+        (Duration::from_secs(3600), "1h"),
+        (Duration::from_secs(86_400), "1d"),
+        (Duration::from_secs(365 * 86_400), "365d"),
+    ] {
+        assert_eq!(format_duration(d), s);
+        assert_eq!(parse_duration(s), Ok(d), "{s} reads back");
+    }
     assert!(parse_duration("5").is_err());
     assert!(parse_duration("5 parsecs").is_err());
     assert!(parse_duration("").is_err());
