@@ -86,3 +86,20 @@ fn a_log_filter_that_is_not_one_stops_the_start() {
         "sekisho: SEKISHO_LOG=\"verbose\" is not a log filter (e.g. info, sekisho=debug,warn): \"verbose\" is not a level (trace, debug, info, warn, error, off); for a target write verbose=LEVEL\nexit 2\n"
     );
 }
+
+#[test]
+fn a_default_state_file_in_a_folder_that_is_not_there_is_an_error_without_a_position() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check-errors");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" check -c values.yaml 2>&1 | head -1")
+        .arg(env!("CARGO_BIN_EXE_sekisho"))
+        .current_dir(&dir)
+        .env("STATE_DIRECTORY", "/nonexistent/sekisho")
+        .output()
+        .expect("sh runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "values.yaml: bans.state_file: the default state file /nonexistent/sekisho/sekisho-bans.json ($STATE_DIRECTORY) cannot be saved: the folder /nonexistent/sekisho does not exist; give bans.state_file, or off\n"
+    );
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::{codes, RawConfig, Validator, S};
+use super::{codes, paths, RawConfig, Validator, S};
 use crate::engine::Country;
 
 /// `decision_log:`.
@@ -71,7 +71,18 @@ impl Validator<'_> {
             use crate::metrics::decision_log::Target;
             let target = match d.path.value.trim() {
                 "-" => Target::Stdout,
-                p => Target::File(self.dir.join(p)),
+                p => {
+                    // appended to at start: `run` would refuse to start without it
+                    let path = self.dir.join(p);
+                    if let Some(why) = paths::cannot_write(&path, true) {
+                        self.err(
+                            &d.path,
+                            "decision_log.path",
+                            format!("cannot open {}: {why}", path.display()),
+                        );
+                    }
+                    Target::File(path)
+                }
             };
             let sample_allowed = match &d.sample_allowed {
                 Some(s) if !(0.0..=1.0).contains(&s.value) => {

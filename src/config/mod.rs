@@ -30,6 +30,7 @@ mod error;
 mod geo;
 mod listen;
 mod lists;
+mod paths;
 mod reload;
 mod rules;
 mod structure;

@@ -353,7 +353,9 @@ fn geo_settings_are_checked() {
 
 #[test]
 fn defense_sections_parse_with_defaults() {
-    let c = parse_str(
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let c = parse(
         r#"
 upstreams: ["127.0.0.1:8000"]
 bans: { state_file: state/bans.json, max_bans: 5000 }
@@ -377,10 +379,12 @@ rules:
     match: { path: /login }
     limit: { rate: 5/min, burst: 10 }
 "#,
+        &dir.path().join("s.yaml"),
+        &SlotRegistry::default(),
     )
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}"));
     let d = &c.defense;
-    assert_eq!(d.state_file.as_deref(), Some(Path::new("state/bans.json")));
+    assert_eq!(d.state_file, Some(dir.path().join("state/bans.json")));
     assert_eq!(d.max_bans, 5000);
     assert_eq!(
         d.max_tracked_offenders,
@@ -450,4 +454,43 @@ rules:
             "t.yaml:18:13: under_attack.rules[0].name: duplicate rule name \"login\" (also rules[0])",
         ],
     );
+}
+
+#[test]
+fn files_run_would_write_are_checked_where_they_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("s.yaml");
+    let nowhere = dir.path().join("nowhere");
+    let e = parse(
+        "upstreams: [\"127.0.0.1:8000\"]\ndecision_log: { path: nowhere/d.log }\nbans: { state_file: nowhere/bans.json }\n",
+        &cfg,
+        &SlotRegistry::default(),
+    )
+    .unwrap_err();
+    let lines: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{}:2:23: decision_log.path: cannot open {}: the folder {} does not exist",
+                cfg.display(),
+                nowhere.join("d.log").display(),
+                nowhere.display()
+            ),
+            format!(
+                "{}:3:21: bans.state_file: cannot save bans to {}: the folder {} does not exist",
+                cfg.display(),
+                nowhere.join("bans.json").display(),
+                nowhere.display()
+            ),
+        ]
+    );
+    // stdout and off need nothing; a folder that exists is enough
+    std::fs::create_dir(&nowhere).unwrap();
+    for text in [
+        "upstreams: [\"127.0.0.1:8000\"]\ndecision_log: { path: \"-\" }\nbans: { state_file: off }\n",
+        "upstreams: [\"127.0.0.1:8000\"]\ndecision_log: { path: nowhere/d.log }\nbans: { state_file: nowhere/bans.json }\n",
+    ] {
+        parse(text, &cfg, &SlotRegistry::default()).unwrap_or_else(|e| panic!("{e}"));
+    }
 }
