@@ -91,13 +91,55 @@ struct BanSource {
     admin: Option<std::net::SocketAddr>,
 }
 
+/// The log filter from `SEKISHO_LOG` (unset or empty: `info`), or why it is not one.
+///
+/// tracing reads a bare word that is not a level as a target name at every level: `verbose`
+/// would show only the logs of a target named `verbose` and silence all others, the audit lines
+/// included. So a bare word must be a level; a target takes `target=level`.
+fn log_filter(value: Option<&std::ffi::OsStr>) -> Result<tracing_subscriber::EnvFilter, String> {
+    use tracing_subscriber::EnvFilter;
+    let Some(value) = value else {
+        return Ok(EnvFilter::new("info"));
+    };
+    let not_a_filter = |why: String| {
+        format!(
+            "SEKISHO_LOG={:?} is not a log filter (e.g. info, sekisho=debug,warn): {why}",
+            value.to_string_lossy()
+        )
+    };
+    let text = value
+        .to_str()
+        .ok_or_else(|| not_a_filter("it is not UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Ok(EnvFilter::new("info"));
+    }
+    const LEVELS: [&str; 12] = [
+        "trace", "debug", "info", "warn", "error", "off", "0", "1", "2", "3", "4", "5",
+    ];
+    for directive in text.split(',').map(str::trim) {
+        let bare = !directive.is_empty() && !directive.contains(['=', '[']);
+        if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+            return Err(not_a_filter(format!(
+                "{directive:?} is not a level (trace, debug, info, warn, error, off); for a target write {directive}=LEVEL"
+            )));
+        }
+    }
+    EnvFilter::builder()
+        .parse(text)
+        .map_err(|e| not_a_filter(e.to_string()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = match log_filter(std::env::var_os("SEKISHO_LOG").as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sekisho: {e}");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SEKISHO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -151,6 +193,10 @@ fn main() -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
+                Err(errors) if errors.is_whole_file() => {
+                    eprintln!("sekisho: {errors}");
+                    ExitCode::from(1)
+                }
                 Err(errors) => {
                     eprintln!("{errors}");
                     eprintln!("{}: {} error(s)", path.display(), errors.0.len());
@@ -164,6 +210,10 @@ fn main() -> ExitCode {
             let mut cache = sekisho::config::ListCache::default();
             let config = match sekisho::config::load_cached(&path, &slots, &mut cache) {
                 Ok(c) => c,
+                Err(errors) if errors.is_whole_file() => {
+                    eprintln!("sekisho: not started: {errors}");
+                    return ExitCode::from(1);
+                }
                 Err(errors) => {
                     eprintln!("{errors}");
                     eprintln!(
@@ -276,6 +326,43 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use std::ffi::OsStr;
+
+    fn check(v: &str) -> Result<(), String> {
+        log_filter(Some(OsStr::new(v))).map(|_| ())
+    }
+
+    #[test]
+    fn log_filters() {
+        assert!(log_filter(None).is_ok());
+        for ok in [
+            "",
+            " ",
+            "info",
+            "DEBUG",
+            "warn,sekisho=debug",
+            "sekisho=debug,warn",
+            "pingora=off,info",
+            "sekisho::proxy=trace",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            check("verbose").unwrap_err(),
+            "SEKISHO_LOG=\"verbose\" is not a log filter (e.g. info, sekisho=debug,warn): \"verbose\" is not a level (trace, debug, info, warn, error, off); for a target write verbose=LEVEL"
+        );
+        assert!(check("info,sekisho").is_err());
+        let loud = check("sekisho=loud").unwrap_err();
+        assert!(
+            loud.starts_with("SEKISHO_LOG=\"sekisho=loud\" is not a log filter (e.g. info, sekisho=debug,warn): "),
+            "{loud}"
+        );
     }
 }
 

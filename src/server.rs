@@ -50,7 +50,14 @@ pub fn build(
             state.metrics.log_suppressed.clone(),
             state.metrics.log_lines.clone(),
         )
-        .map_err(|e| format!("cannot open the decision log {:?}: {e}", d.target))?;
+        .map_err(|e| match &d.target {
+            crate::metrics::decision_log::Target::File(p) => {
+                format!("cannot open the decision log {}: {e}", p.display())
+            }
+            crate::metrics::decision_log::Target::Stdout => {
+                format!("cannot start the decision log on stdout: {e}")
+            }
+        })?;
         state.decision_log = Some(log);
     }
     if let Some(a) = access_settings {
@@ -94,4 +101,36 @@ pub fn build(
         Housekeeping::new(state.clone(), reload_rx),
     ));
     Ok((server, state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decision_log_that_cannot_be_opened_is_named_by_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let cfg = dir.path().join("s.yaml");
+        let slots = SlotRegistry::default();
+        let config = crate::config::parse(
+            "upstreams: [\"127.0.0.1:1\"]\ndecision_log: { path: logs/d.log }\n",
+            &cfg,
+            &slots,
+        )
+        .unwrap();
+        // the folder goes away between the check and the start
+        std::fs::remove_dir(&logs).unwrap();
+        let Err(e) = build(config, slots, ListCache::default()) else {
+            panic!("started without its decision log");
+        };
+        assert_eq!(
+            e,
+            format!(
+                "cannot open the decision log {}: No such file or directory (os error 2)",
+                logs.join("d.log").display()
+            )
+        );
+    }
 }

@@ -53,3 +53,62 @@ fn check_prints_what_it_always_printed_for_each_broken_config() {
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
+
+#[test]
+fn a_config_that_cannot_be_read_is_one_line_without_a_position() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check-errors");
+    for (command, expected) in [
+        (
+            "check",
+            "sekisho: cannot read the config nope.yaml: No such file or directory (os error 2)\nexit 1\n",
+        ),
+        (
+            "run",
+            "sekisho: not started: cannot read the config nope.yaml: No such file or directory (os error 2)\nexit 1\n",
+        ),
+    ] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("\"$0\" \"$1\" -c nope.yaml 2>&1; echo \"exit $?\"")
+            .arg(env!("CARGO_BIN_EXE_sekisho"))
+            .arg(command)
+            .current_dir(&dir)
+            .output()
+            .expect("sh runs");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{command}");
+    }
+}
+
+#[test]
+fn a_log_filter_that_is_not_one_stops_the_start() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check-errors");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" check -c noups.yaml 2>&1; echo \"exit $?\"")
+        .arg(env!("CARGO_BIN_EXE_sekisho"))
+        .current_dir(&dir)
+        .env("SEKISHO_LOG", "verbose")
+        .output()
+        .expect("sh runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "sekisho: SEKISHO_LOG=\"verbose\" is not a log filter (e.g. info, sekisho=debug,warn): \"verbose\" is not a level (trace, debug, info, warn, error, off); for a target write verbose=LEVEL\nexit 2\n"
+    );
+}
+
+#[test]
+fn a_default_state_file_in_a_folder_that_is_not_there_is_an_error_without_a_position() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check-errors");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("\"$0\" check -c values.yaml 2>&1 | head -1")
+        .arg(env!("CARGO_BIN_EXE_sekisho"))
+        .current_dir(&dir)
+        .env("STATE_DIRECTORY", "/nonexistent/sekisho")
+        .output()
+        .expect("sh runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "values.yaml: bans.state_file: the default state file /nonexistent/sekisho/sekisho-bans.json ($STATE_DIRECTORY) cannot be saved: the folder /nonexistent/sekisho does not exist; give bans.state_file, or off\n"
+    );
+}

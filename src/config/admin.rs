@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::{RawConfig, Validator, S};
+use super::{codes, paths, RawConfig, Validator, S};
 use crate::engine::Country;
 
 /// `decision_log:`.
@@ -77,7 +77,18 @@ impl Validator<'_> {
             use crate::metrics::decision_log::Target;
             let target = match d.path.value.trim() {
                 "-" => Target::Stdout,
-                p => Target::File(self.dir.join(p)),
+                p => {
+                    // appended to at start: `run` would refuse to start without it
+                    let path = self.dir.join(p);
+                    if let Some(why) = paths::cannot_write(&path, true) {
+                        self.err(
+                            &d.path,
+                            "decision_log.path",
+                            format!("cannot open {}: {why}", path.display()),
+                        );
+                    }
+                    Target::File(path)
+                }
             };
             let sample_allowed = match &d.sample_allowed {
                 Some(s) if !(0.0..=1.0).contains(&s.value) => {
@@ -118,13 +129,9 @@ impl Validator<'_> {
             .flat_map(|m| m.countries.iter())
             .enumerate()
         {
-            match Country::parse(c.value.trim().as_bytes()) {
-                Some(code) => metric_countries.push(code),
-                None => self.err(
-                    c,
-                    format!("metrics.countries[{i}]"),
-                    format!("{:?} is not a two-letter country code", c.value),
-                ),
+            match codes::country(&c.value) {
+                Ok(code) => metric_countries.push(code),
+                Err(message) => self.err(c, format!("metrics.countries[{i}]"), message),
             }
         }
         metric_countries

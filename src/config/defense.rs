@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::rules::RawRule;
-use super::{ConfigError, RawConfig, RawMode, Validator, S};
+use super::{paths, ConfigError, RawConfig, RawMode, Validator, S};
 use crate::defense::{AutoSettings, AutobanPolicy, DefenseSettings, StatusSet, Trigger};
 
 #[derive(Debug, Deserialize)]
@@ -63,14 +63,47 @@ impl Validator<'_> {
                 self.err(f, "bans.state_file", "give a file name, or off");
                 None
             }
-            Some(f) => Some(self.dir.join(f.value.trim())),
+            Some(f) => {
+                // written by a rename in its folder: that folder must exist and be writable
+                let path = self.dir.join(f.value.trim());
+                if let Some(why) = paths::cannot_write(&path, false) {
+                    self.err(
+                        f,
+                        "bans.state_file",
+                        format!("cannot save bans to {}: {why}", path.display()),
+                    );
+                }
+                Some(path)
+            }
             // systemd's StateDirectory= sets $STATE_DIRECTORY; otherwise beside the config.
-            None => Some(
-                std::env::var_os("STATE_DIRECTORY")
-                    .and_then(|d| std::env::split_paths(&d).next())
+            None => {
+                let from_env = std::env::var_os("STATE_DIRECTORY")
+                    .and_then(|d| std::env::split_paths(&d).next());
+                let path = from_env
+                    .clone()
                     .unwrap_or_else(|| self.dir.clone())
-                    .join("sekisho-bans.json"),
-            ),
+                    .join("sekisho-bans.json");
+                // Not written, so not held to being writable (a read-only config folder is
+                // common and only costs saving bans); a folder that is not there is an error.
+                if let Some(why) = paths::missing_folder(&path) {
+                    let whence = if from_env.is_some() {
+                        "$STATE_DIRECTORY"
+                    } else {
+                        "the config's folder"
+                    };
+                    self.errors.push(ConfigError {
+                        file: self.file.clone(),
+                        line: 0,
+                        column: 0,
+                        field: "bans.state_file".into(),
+                        message: format!(
+                            "the default state file {} ({whence}) cannot be saved: {why}; give bans.state_file, or off",
+                            path.display()
+                        ),
+                    });
+                }
+                Some(path)
+            }
         };
         for (field, v, default) in [
             (
@@ -224,7 +257,7 @@ impl Validator<'_> {
                         format!(
                             "{:?} is shorter than ban ({})",
                             m.value,
-                            humantime::format_duration(ban)
+                            super::format_duration(ban)
                         ),
                     );
                 }

@@ -19,21 +19,26 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// `FILE:LINE:COL: field: ` then `tag` then the message.
+    /// `FILE:LINE:COL: field: ` then `tag` then the message; without a position (line 0),
+    /// `FILE: field: `; a whole-file error ([`ConfigErrors::whole_file`]) is its message alone.
     fn write(&self, f: &mut fmt::Formatter<'_>, tag: &str) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}: {tag}{}",
-            self.file.display(),
-            self.line,
-            self.column,
-            if self.field.is_empty() {
-                "(top level)"
-            } else {
-                &self.field
-            },
-            self.message
-        )
+        let field = if self.field.is_empty() {
+            "(top level)"
+        } else {
+            &self.field
+        };
+        match (self.line, self.field.is_empty()) {
+            (0, true) => write!(f, "{tag}{}", self.message),
+            (0, false) => write!(f, "{}: {field}: {tag}{}", self.file.display(), self.message),
+            _ => write!(
+                f,
+                "{}:{}:{}: {field}: {tag}{}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            ),
+        }
     }
 }
 
@@ -73,7 +78,8 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl ConfigErrors {
-    /// One error not tied to a position (e.g. the file cannot be read).
+    /// One error about the whole file, not tied to a position or field (it cannot be read);
+    /// its message names the file, as it is printed alone.
     pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {
         Self(vec![ConfigError {
             file: file.to_path_buf(),
@@ -82,6 +88,12 @@ impl ConfigErrors {
             field: String::new(),
             message: message.into(),
         }])
+    }
+
+    /// Whether this is one [`whole_file`](Self::whole_file) error: the file was not read, so
+    /// there is nothing to count.
+    pub fn is_whole_file(&self) -> bool {
+        matches!(&self.0[..], [e] if e.line == 0 && e.field.is_empty())
     }
 }
 
@@ -282,6 +294,25 @@ lists:
         // the value of rate on line 8
         assert_eq!(field_path_at(DOC, 8, 20), "rules[0].limit.rate");
         assert_eq!(field_path_at(DOC, 7, 44), "rules[0].match.methods");
+    }
+
+    #[test]
+    fn an_error_without_a_position_is_printed_without_one() {
+        let e = |line, field: &str| ConfigError {
+            file: "s.yaml".into(),
+            line,
+            column: line,
+            field: field.into(),
+            message: "m".into(),
+        };
+        assert_eq!(e(3, "a.b").to_string(), "s.yaml:3:3: a.b: m");
+        assert_eq!(e(3, "").to_string(), "s.yaml:3:3: (top level): m");
+        assert_eq!(e(0, "rules").to_string(), "s.yaml: rules: m");
+        assert_eq!(e(0, "").to_string(), "m");
+        let whole = ConfigErrors::whole_file(Path::new("s.yaml"), "cannot read the config s.yaml");
+        assert!(whole.is_whole_file());
+        assert_eq!(whole.to_string(), "cannot read the config s.yaml");
+        assert!(!ConfigErrors(vec![e(0, "rules")]).is_whole_file());
     }
 
     #[test]

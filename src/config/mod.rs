@@ -9,6 +9,11 @@
 //! with [`Config::warnings`] ([`ConfigWarning`], same positions); the caller prints or logs
 //! them. This module opens files but no sockets.
 //!
+//! Reading is two steps. `structure.rs` reads the text into [`RawConfig`] and reports every
+//! structural error at once (unknown keys, wrong types, duplicate keys: serde alone stops at
+//! the first), finding each error's node in the YAML event stream (`tree.rs`); only a sound
+//! structure goes on to the [`Validator`], which checks the values, section by section.
+//!
 //! YAML is read with `serde-saphyr`: pure Rust (no `unsafe-libyaml`, which RUSTSEC-2024-0449
 //! marks unmaintained), maintained, and its errors and [`serde_saphyr::Spanned`] values carry
 //! line and column.
@@ -23,13 +28,18 @@ mod access_log;
 mod admin;
 mod cache;
 mod client_ip;
+mod codes;
 mod defense;
 mod error;
 mod geo;
 mod listen;
 mod lists;
+mod paths;
 mod reload;
 mod rules;
+mod structure;
+mod suggest;
+mod tree;
 mod upstreams;
 
 use std::net::SocketAddr;
@@ -167,8 +177,12 @@ pub fn load_cached(
     slots: &SlotRegistry,
     cache: &mut ListCache,
 ) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors::whole_file(path, format!("cannot read the config: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::whole_file(
+            path,
+            format!("cannot read the config {}: {e}", path.display()),
+        )
+    })?;
     parse_cached(&text, path, slots, cache)
 }
 
@@ -183,29 +197,10 @@ fn parse_cached(
     slots: &SlotRegistry,
     cache: &mut ListCache,
 ) -> Result<Config, ConfigErrors> {
-    let options = serde_saphyr::options! {
-        budget: serde_saphyr::budget! { max_depth: 32, max_nodes: 200_000 },
-    };
-    let raw: RawConfig = match serde_saphyr::from_str_with_options(text, options) {
-        Ok(r) => r,
-        Err(e) => {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            let mut message = e.without_snippet().to_string();
-            if let Some(cut) = message.rfind(" at line ") {
-                message.truncate(cut);
-            }
-            return Err(ConfigErrors(vec![ConfigError {
-                file: path.to_path_buf(),
-                line,
-                column,
-                field: field_path_at(text, line, column),
-                message,
-            }]));
-        }
-    };
+    let raw: RawConfig = structure::read(text, path).map_err(|mut errors| {
+        errors.sort_by_key(|e| (e.line, e.column));
+        ConfigErrors(errors)
+    })?;
     let mut v = Validator {
         file: path.to_path_buf(),
         dir: path
@@ -287,7 +282,12 @@ impl Validator<'_> {
                 self.err(
                     s,
                     field,
-                    format!("{:?} is out of range ({min:?} to {max:?})", s.value),
+                    format!(
+                        "{:?} is out of range ({} to {})",
+                        s.value,
+                        format_duration(min),
+                        format_duration(max)
+                    ),
                 );
                 default
             }
@@ -375,23 +375,47 @@ impl Validator<'_> {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`.
+/// Parses `250ms`, `5s`, `2m` (or `2min`), `1h`, `7d`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: u64 = n
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 250ms, 5s, 2m, 1h)"))?;
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 250ms, 5s, 2m, 1h, 7d)"))?;
     let d = match unit.trim() {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        "" => return Err(format!("{s:?} needs a unit (ms, s, m, h)")),
-        u => return Err(format!("unknown unit {u:?} in {s:?}; use ms, s, m or h")),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        "" => return Err(format!("{s:?} needs a unit (ms, s, m, h, d)")),
+        u => return Err(format!("unknown unit {u:?} in {s:?}; use ms, s, m, h or d")),
     };
     Ok(d)
+}
+
+/// `d` as [`parse_duration`] reads it, in the largest unit that writes it whole: `1d`, `90m`,
+/// `1500ms`, `0s`.
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return format!("{d:?}");
+    }
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
 }
 
 #[cfg(test)]

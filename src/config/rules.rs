@@ -9,8 +9,7 @@ use http::HeaderName;
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 
-use super::{ConfigError, RawConfig, RawMode, Validator, S};
-use crate::engine::Country;
+use super::{codes, ConfigError, RawConfig, RawMode, Validator, S};
 use crate::engine::{
     HostMatch, KeyKind, LimitSpec, Matcher, Mode, Response, Rule, RuleKind, SlotRegistry,
 };
@@ -121,26 +120,43 @@ impl Validator<'_> {
             .as_ref()
             .is_some_and(|g| g.database.is_some() || g.header.is_some());
         if uses_country && !geo_given {
-            if let Some((i, key, at)) = raw.rules.iter().enumerate().find_map(|(i, r)| {
+            // the first country matcher, else the first limit keyed by country, of both lists
+            let all = || {
+                let profile = under_attack.map_or(&[][..], |u| &u.rules[..]);
+                (raw.rules
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("rules[{i}]"), r)))
+                .chain(
+                    (profile.iter().enumerate())
+                        .map(|(i, r)| (format!("under_attack.rules[{i}]"), r)),
+                )
+            };
+            let matcher = all().find_map(|(at, r)| {
                 let m = r.matcher.as_ref()?;
                 m.country
                     .first()
-                    .map(|c| (i, "country", c))
-                    .or_else(|| m.country_not.first().map(|c| (i, "country_not", c)))
-            }) {
-                self.err(
-                    at,
-                    format!("rules[{i}].match.{key}"),
-                    "country rules need geo.database or geo.header",
-                );
-            } else {
-                self.errors.push(ConfigError {
-                    file: self.file.clone(),
-                    line: 0,
-                    column: 0,
-                    field: "geo".into(),
-                    message: "a limit keyed by country needs geo.database or geo.header".into(),
-                });
+                    .map(|c| (format!("{at}.match.country"), c))
+                    .or_else(|| {
+                        (m.country_not.first()).map(|c| (format!("{at}.match.country_not"), c))
+                    })
+            });
+            let limit = || {
+                all().find_map(|(at, r)| {
+                    let k = r.limit.as_ref()?.value.key.as_ref()?;
+                    (k.value.trim() == "country").then(|| (format!("{at}.limit.key"), k))
+                })
+            };
+            match (matcher, limit()) {
+                (Some((field, c)), _) => {
+                    self.err(c, field, "country rules need geo.database or geo.header")
+                }
+                (None, Some((field, k))) => self.err(
+                    k,
+                    field,
+                    "a limit keyed by country needs geo.database or geo.header",
+                ),
+                (None, None) => {}
             }
         }
         RuleSet {
@@ -377,15 +393,9 @@ impl Validator<'_> {
             }
         });
         for (i, meth) in m.methods.iter().enumerate() {
-            let up = meth.value.trim().to_ascii_uppercase();
-            if up.is_empty() || !up.bytes().all(|b| b.is_ascii_uppercase()) {
-                self.err(
-                    meth,
-                    format!("{at}.match.methods[{i}]"),
-                    format!("{:?} is not an HTTP method (GET, POST, ...)", meth.value),
-                );
-            } else {
-                out.methods.push(up);
+            match codes::method(&meth.value) {
+                Ok(up) => out.methods.push(up),
+                Err(message) => self.err(meth, format!("{at}.match.methods[{i}]"), message),
             }
         }
         for (key, list, out_list) in [
@@ -393,15 +403,9 @@ impl Validator<'_> {
             ("country_not", &m.country_not, &mut out.country_not),
         ] {
             for (i, c) in list.iter().enumerate() {
-                match Country::parse(c.value.trim().as_bytes()) {
-                    Some(code) => out_list.push(code),
-                    None => self.errors.push(ConfigError {
-                        file: self.file.clone(),
-                        line: c.referenced.line(),
-                        column: c.referenced.column(),
-                        field: format!("{at}.match.{key}[{i}]"),
-                        message: format!("{:?} is not a two-letter country code (e.g. JP, US) or \"??\" for unknown", c.value),
-                    }),
+                match codes::country(&c.value) {
+                    Ok(code) => out_list.push(code),
+                    Err(message) => self.err(c, format!("{at}.match.{key}[{i}]"), message),
                 }
             }
         }

@@ -205,6 +205,27 @@ fn durations() {
     assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
     assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
     assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+    assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+    assert_eq!(
+        parse_duration("365d"),
+        Ok(Duration::from_secs(365 * 86_400))
+    );
+    assert_eq!(parse_duration("2min"), Ok(Duration::from_secs(120)));
+    assert!(parse_duration("99999999999999999999d").is_err());
+    assert!(parse_duration("18446744073709551615d").is_ok(), "saturates");
+    for (d, s) in [
+        (Duration::ZERO, "0s"),
+        (Duration::from_millis(1), "1ms"),
+        (Duration::from_millis(1500), "1500ms"),
+        (Duration::from_secs(90), "90s"),
+        (Duration::from_secs(5400), "90m"),
+        (Duration::from_secs(3600), "1h"),
+        (Duration::from_secs(86_400), "1d"),
+        (Duration::from_secs(365 * 86_400), "365d"),
+    ] {
+        assert_eq!(format_duration(d), s);
+        assert_eq!(parse_duration(s), Ok(d), "{s} reads back");
+    }
     assert!(parse_duration("5").is_err());
     assert!(parse_duration("5 parsecs").is_err());
     assert!(parse_duration("").is_err());
@@ -327,6 +348,17 @@ fn geo_settings_are_checked() {
     );
     let e = errors("upstreams: [\"127.0.0.1:8000\"]\nrules:\n  - name: a\n    match: { country_not: [JP] }\n    action: deny\n");
     assert_exactly(&e, &["t.yaml:4:28: rules[0].match.country_not: country rules need geo.database or geo.header"]);
+    // in the under-attack profile too, and a limit keyed by country is named where it is
+    let e = errors("upstreams: [\"127.0.0.1:8000\"]\nunder_attack:\n  rules:\n    - name: a\n      match: { country: [JP] }\n      action: deny\n");
+    assert_exactly(
+        &e,
+        &["t.yaml:5:26: under_attack.rules[0].match.country: country rules need"],
+    );
+    let e = errors("upstreams: [\"127.0.0.1:8000\"]\nrules:\n  - name: a\n    limit: { rate: 1/s, key: country }\n");
+    assert_exactly(
+        &e,
+        &["t.yaml:4:30: rules[0].limit.key: a limit keyed by country needs"],
+    );
 }
 
 #[test]
@@ -384,7 +416,9 @@ fn forwarding_keys_that_could_never_work_are_refused() {
 
 #[test]
 fn defense_sections_parse_with_defaults() {
-    let c = parse_str(
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let c = parse(
         r#"
 upstreams: ["127.0.0.1:8000"]
 bans: { state_file: state/bans.json, max_bans: 5000 }
@@ -408,10 +442,12 @@ rules:
     match: { path: /login }
     limit: { rate: 5/min, burst: 10 }
 "#,
+        &dir.path().join("s.yaml"),
+        &SlotRegistry::default(),
     )
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}"));
     let d = &c.defense;
-    assert_eq!(d.state_file.as_deref(), Some(Path::new("state/bans.json")));
+    assert_eq!(d.state_file, Some(dir.path().join("state/bans.json")));
     assert_eq!(d.max_bans, 5000);
     assert_eq!(
         d.max_tracked_offenders,
@@ -635,4 +671,43 @@ fn a_config_with_errors_reports_errors_not_warnings() {
         "upstreams: [\"127.0.0.1:8000\"]\nthreads: 0\nrules:\n  - name: all\n    action: deny\n",
     );
     assert!(e.iter().all(|l| !l.contains("warning:")), "{e:?}");
+}
+
+#[test]
+fn files_run_would_write_are_checked_where_they_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("s.yaml");
+    let nowhere = dir.path().join("nowhere");
+    let e = parse(
+        "upstreams: [\"127.0.0.1:8000\"]\ndecision_log: { path: nowhere/d.log }\nbans: { state_file: nowhere/bans.json }\n",
+        &cfg,
+        &SlotRegistry::default(),
+    )
+    .unwrap_err();
+    let lines: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{}:2:23: decision_log.path: cannot open {}: the folder {} does not exist",
+                cfg.display(),
+                nowhere.join("d.log").display(),
+                nowhere.display()
+            ),
+            format!(
+                "{}:3:21: bans.state_file: cannot save bans to {}: the folder {} does not exist",
+                cfg.display(),
+                nowhere.join("bans.json").display(),
+                nowhere.display()
+            ),
+        ]
+    );
+    // stdout and off need nothing; a folder that exists is enough
+    std::fs::create_dir(&nowhere).unwrap();
+    for text in [
+        "upstreams: [\"127.0.0.1:8000\"]\ndecision_log: { path: \"-\" }\nbans: { state_file: off }\n",
+        "upstreams: [\"127.0.0.1:8000\"]\ndecision_log: { path: nowhere/d.log }\nbans: { state_file: nowhere/bans.json }\n",
+    ] {
+        parse(text, &cfg, &SlotRegistry::default()).unwrap_or_else(|e| panic!("{e}"));
+    }
 }

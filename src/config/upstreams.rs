@@ -1,6 +1,6 @@
 //! `upstreams:` and `upstream_options:`: where allowed requests go and how sekisho talks to them.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use http::HeaderName;
@@ -74,6 +74,10 @@ impl Validator<'_> {
     pub(super) fn upstreams(&mut self, raw: &RawConfig) -> (Vec<Upstream>, UpstreamOptions) {
         let mut upstreams = Vec::new();
         for (i, u) in raw.upstreams.iter().enumerate() {
+            if let Some(message) = not_host_port(&u.value) {
+                self.err(u, format!("upstreams[{i}]"), message);
+                continue;
+            }
             match u.value.to_socket_addrs().map(|mut a| a.next()) {
                 Ok(Some(addr)) => upstreams.push(Upstream {
                     name: u.value.clone(),
@@ -193,5 +197,96 @@ impl Validator<'_> {
             return None;
         }
         Some((written.to_string(), name))
+    }
+}
+
+/// What is wrong with an upstream written as a URL or without a port, in words that show the
+/// fix; `None` when it has the shape host:port (resolving it may still fail).
+fn not_host_port(given: &str) -> Option<String> {
+    let v = given.trim();
+    if let Some((scheme, rest)) = v.split_once("://") {
+        let host_port = rest.split(['/', '?', '#']).next().unwrap_or("");
+        if scheme.eq_ignore_ascii_case("https") {
+            return Some(format!(
+                "{given:?}: write host:port without a scheme (sekisho talks plain HTTP to upstreams)"
+            ));
+        }
+        let example = if has_port(host_port) {
+            host_port.to_string()
+        } else {
+            with_port(host_port, 80)
+        };
+        return Some(format!(
+            "{given:?}: write host:port without a scheme, e.g. {example:?}"
+        ));
+    }
+    if v.is_empty() || v.contains(char::is_whitespace) || has_port(v) {
+        return None;
+    }
+    Some(format!(
+        "{given:?} has no port: write host:port, e.g. {:?}",
+        with_port(v, 8000)
+    ))
+}
+
+/// `host:port`, `[v6]:port`; a bare IPv6 address has colons but no port.
+fn has_port(v: &str) -> bool {
+    if v.parse::<IpAddr>().is_ok() {
+        return false;
+    }
+    match v.strip_prefix('[') {
+        Some(rest) => rest
+            .split_once(']')
+            .is_some_and(|(_, p)| p.starts_with(':')),
+        None => v.contains(':'),
+    }
+}
+
+fn with_port(host: &str, port: u16) -> String {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("[{bare}]:{port}"),
+        _ => format!("{host}:{port}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_are_host_port() {
+        assert_eq!(
+            not_host_port("127.0.0.1").as_deref(),
+            Some("\"127.0.0.1\" has no port: write host:port, e.g. \"127.0.0.1:8000\"")
+        );
+        assert_eq!(
+            not_host_port("http://a:80").as_deref(),
+            Some("\"http://a:80\": write host:port without a scheme, e.g. \"a:80\"")
+        );
+        assert!(not_host_port("http://origin/app")
+            .unwrap()
+            .ends_with("e.g. \"origin:80\""));
+        assert!(not_host_port("https://a:443")
+            .unwrap()
+            .contains("plain HTTP"));
+        assert!(not_host_port("::1")
+            .unwrap()
+            .ends_with("e.g. \"[::1]:8000\""));
+        assert!(not_host_port("[::1]")
+            .unwrap()
+            .ends_with("e.g. \"[::1]:8000\""));
+        assert!(not_host_port("origin.internal")
+            .unwrap()
+            .contains("has no port"));
+        for ok in [
+            "127.0.0.1:8000",
+            "[::1]:8000",
+            "origin.internal:8000",
+            "a b",
+            "",
+        ] {
+            assert_eq!(not_host_port(ok), None, "{ok}");
+        }
     }
 }
