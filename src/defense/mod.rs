@@ -345,7 +345,7 @@ impl Defense {
                     target: "sekisho::audit",
                     client = %ban.net,
                     policy = %policy.name,
-                    mode = if policy.mode == Mode::Count { "count" } else { "enforce" },
+                    mode = policy.mode.as_str(),
                     seconds = length.as_secs(),
                     strikes,
                     "autoban: {}",

@@ -163,11 +163,7 @@ impl BanRecord {
             until: clocks.to_unix(ban.until),
             forget_at: clocks.to_unix(ban.forget_at),
             strikes: ban.strikes,
-            mode: match ban.mode {
-                Mode::Enforce => "enforce",
-                Mode::Count => "count",
-            }
-            .into(),
+            mode: ban.mode.as_str().into(),
             source: ban.source.name().into(),
             reason: ban.reason.clone(),
         }
