@@ -96,10 +96,14 @@ struct BanSource {
 /// tracing reads a bare word that is not a level as a target name at every level: `verbose`
 /// would show only the logs of a target named `verbose` and silence all others, the audit lines
 /// included. So a bare word must be a level; a target takes `target=level`.
+///
+/// Pingora's own lines (its start, signal and shutdown chatter, logged through the `log` crate
+/// under `pingora_*` targets) are shown from `warn` up unless the setting names them, e.g.
+/// `info,pingora=info` (a later directive for the same target wins).
 fn log_filter(value: Option<&std::ffi::OsStr>) -> Result<tracing_subscriber::EnvFilter, String> {
     use tracing_subscriber::EnvFilter;
     let Some(value) = value else {
-        return Ok(EnvFilter::new("info"));
+        return Ok(EnvFilter::new(QUIET_PINGORA_INFO));
     };
     let not_a_filter = |why: String| {
         format!(
@@ -111,7 +115,7 @@ fn log_filter(value: Option<&std::ffi::OsStr>) -> Result<tracing_subscriber::Env
         .to_str()
         .ok_or_else(|| not_a_filter("it is not UTF-8".into()))?;
     if text.trim().is_empty() {
-        return Ok(EnvFilter::new("info"));
+        return Ok(EnvFilter::new(QUIET_PINGORA_INFO));
     }
     const LEVELS: [&str; 12] = [
         "trace", "debug", "info", "warn", "error", "off", "0", "1", "2", "3", "4", "5",
@@ -125,9 +129,12 @@ fn log_filter(value: Option<&std::ffi::OsStr>) -> Result<tracing_subscriber::Env
         }
     }
     EnvFilter::builder()
-        .parse(text)
+        .parse(format!("pingora=warn,{text}"))
         .map_err(|e| not_a_filter(e.to_string()))
 }
+
+/// The default log filter: `info`, with Pingora's own lines from `warn` up.
+const QUIET_PINGORA_INFO: &str = "pingora=warn,info";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -229,8 +236,6 @@ fn main() -> ExitCode {
             }
             tracing::info!(
                 config = %path.display(),
-                listen = ?config.listen,
-                upstreams = ?config.upstreams.iter().map(|u| &u.name).collect::<Vec<_>>(),
                 rules = config.policy.rules.len(),
                 deny_entries = config.policy.deny.entries(),
                 "sekisho starting"

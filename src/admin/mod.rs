@@ -1,7 +1,7 @@
 //! The admin HTTP listener (loopback by default): health, readiness, status and admin actions.
 //!
-//! `GET /healthz` (the process answers), `GET /readyz` (a config is loaded and an upstream is
-//! not marked down), `GET /admin/status` (JSON: generation, reloads, limiter, decisions),
+//! `GET /healthz` (the process answers), `GET /readyz` (every configured listener serves, a
+//! config is loaded and an upstream is not marked down; see [`ready`]), `GET /admin/status` (JSON: generation, reloads, limiter, decisions),
 //! `POST /admin/reload` (reload now; answers with the new generation or the errors).
 //! Prometheus metrics join this listener in their own issue. No request path logic lives here.
 
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod client;
+pub mod ready;
 
 use async_trait::async_trait;
 use http::{Response, StatusCode};
@@ -30,17 +31,28 @@ use crate::proxy::unix_now;
 use crate::proxy::State;
 use crate::reload::Trigger;
 use crate::reload::{announce_switch, would_refuse};
+use ready::Listeners;
 
 /// The admin app.
 pub struct Admin {
     state: Arc<State>,
     reload: mpsc::Sender<Trigger>,
+    listeners: Arc<Listeners>,
 }
 
 impl Admin {
-    /// An admin app over `state`, sending reload requests to `reload`.
-    pub fn new(state: Arc<State>, reload: mpsc::Sender<Trigger>) -> Self {
-        Self { state, reload }
+    /// An admin app over `state`, sending reload requests to `reload`; `/readyz` also waits
+    /// for every one of `listeners` to serve.
+    pub fn new(
+        state: Arc<State>,
+        reload: mpsc::Sender<Trigger>,
+        listeners: Arc<Listeners>,
+    ) -> Self {
+        Self {
+            state,
+            reload,
+            listeners,
+        }
     }
 
     fn status(&self) -> serde_json::Value {
@@ -578,16 +590,13 @@ impl ServeHttp for Admin {
         match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             ("GET", "/readyz") => {
-                let snap = self.state.snapshot.load();
-                if snap.upstreams.any_up(self.state.clock.now()) {
-                    reply(StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                let reasons = ready::not_ready(&self.state, &self.listeners);
+                let status = if reasons.is_empty() {
+                    StatusCode::OK
                 } else {
-                    reply(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain",
-                        b"not ready: every upstream refused its last connection\n".to_vec(),
-                    )
-                }
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                reply(status, "text/plain", ready::body(&reasons).into_bytes())
             }
             ("GET", "/admin/status") => json_reply(StatusCode::OK, &self.status()),
             ("GET", "/admin/top") => {

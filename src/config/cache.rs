@@ -64,7 +64,7 @@ pub type Everything = (usize, usize, IpNet);
 pub struct ListCache {
     files: HashMap<PathBuf, CachedFile>,
     sets: HashMap<String, (u64, Arc<IpSet>)>,
-    geo: Option<(PathBuf, FileStamp, Arc<GeoDb>)>,
+    geo: Option<(PathBuf, FileStamp, u64, Arc<GeoDb>)>,
     /// List files read from disk since the cache was made (for tests and logs).
     pub files_read: u64,
     /// List files parsed since the cache was made.
@@ -137,25 +137,28 @@ impl ListCache {
     /// Forgets one file (its content changed while its stamp did not).
     pub fn forget(&mut self, path: &Path) {
         self.files.remove(path);
-        if self.geo.as_ref().is_some_and(|(p, _, _)| p == path) {
+        if self.geo.as_ref().is_some_and(|(p, _, _, _)| p == path) {
             self.geo = None;
         }
     }
 
     /// The country database at `path`: the loaded one if its stamp is unchanged, else read
     /// and checked anew.
-    pub fn geo(&mut self, path: &Path) -> Result<Arc<GeoDb>, String> {
+    pub fn geo(&mut self, path: &Path) -> Result<(Arc<GeoDb>, u64), String> {
         let stamp =
             FileStamp::of(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if let Some((p, s, db)) = &self.geo {
+        if let Some((p, s, hash, db)) = &self.geo {
             if p == path && *s == stamp {
-                return Ok(db.clone());
+                return Ok((db.clone(), *hash));
             }
         }
-        let db = Arc::new(GeoDb::open(path)?);
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let hash = content_hash(&bytes);
+        let db = Arc::new(GeoDb::from_bytes(bytes)?);
         self.files_read += 1;
-        self.geo = Some((path.to_path_buf(), stamp, db.clone()));
-        Ok(db)
+        self.geo = Some((path.to_path_buf(), stamp, hash, db.clone()));
+        Ok((db, hash))
     }
 
     /// Makes the next load read and hash every file, whatever its stamp (an explicit reload

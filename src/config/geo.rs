@@ -36,7 +36,12 @@ impl Validator<'_> {
         if let Some(d) = &raw.database {
             let path = self.dir.join(&d.value);
             match self.cache.geo(&path) {
-                Ok(db) => out.database = Some(db),
+                Ok((db, hash)) => {
+                    // what the watcher compares with when it starts: a database swapped
+                    // between this load and then is reloaded at once
+                    self.loaded_hashes.push((path.clone(), hash));
+                    out.database = Some(db);
+                }
                 Err(m) => self.err(d, "geo.database", m),
             }
             out.database_path = Some(path.clone());

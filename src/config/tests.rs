@@ -711,3 +711,26 @@ fn files_run_would_write_are_checked_where_they_are_named() {
         parse(text, &cfg, &SlotRegistry::default()).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+#[test]
+fn the_country_database_is_compared_with_the_content_it_was_loaded_from() {
+    // The watcher starts after the listeners accept: a database swapped in between is found
+    // by comparing what the files hold then with these hashes, so the database needs one.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("geo.mmdb");
+    let bytes = crate::geo::test_fixture();
+    std::fs::write(&db, &bytes).unwrap();
+    let config = parse(
+        "upstreams: [\"127.0.0.1:8000\"]\ngeo: { database: geo.mmdb }\n",
+        &dir.path().join("s.yaml"),
+        &SlotRegistry::default(),
+    )
+    .unwrap();
+    assert!(
+        config
+            .loaded_hashes
+            .contains(&(db.clone(), content_hash(&bytes))),
+        "{:?}",
+        config.loaded_hashes
+    );
+}

@@ -120,12 +120,12 @@ impl GeoDb {
     }
 }
 
+/// A small database for tests: 1.0.16.0/20 JP and 2001:200::/32 JP, 8.8.8.0/24 US, in both
+/// the GeoIP2 and the ip-location-db layouts.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn test_fixture() -> Vec<u8> {
     use mmdb_writer::{Value, Writer};
-
-    fn fixture() -> Vec<u8> {
+    {
         let mut w = Writer::builder("Test-Country")
             .description(&[("en", "sekisho test fixture")])
             .build();
@@ -142,6 +142,15 @@ mod tests {
         )
         .unwrap();
         w.to_bytes().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Vec<u8> {
+        test_fixture()
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Proxy {
         for _attempt in 0..5 {
             let port = free_port("127.0.0.1");
             let admin_port = free_port("127.0.0.1");
-            std::fs::write(&config, Self::text(port, admin_port, body)).expect("write config");
+            std::fs::write(&config, config_text(port, admin_port, body)).expect("write config");
             if let Some(child) = spawn(&config, port, admin_port) {
                 return Self {
                     child,
@@ -108,26 +108,10 @@ impl Proxy {
         panic!("sekisho did not start again on port {}", self.port);
     }
 
-    fn text(port: u16, admin_port: u16, body: &str) -> String {
-        let reload = if body.contains("reload:") {
-            ""
-        } else {
-            "reload: { debounce: 50ms, poll_interval: 500ms }\n"
-        };
-        let grace = if body.contains("grace_period:") {
-            ""
-        } else {
-            "grace_period: 0s\n"
-        };
-        format!(
-            "listen: [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\nthreads: 1\n{grace}graceful_shutdown_timeout: 1s\n{reload}{body}"
-        )
-    }
-
     /// Replaces the config (same listeners) by writing a temporary file and renaming it into
     /// place, as editors and config management do.
     pub fn rewrite(&self, body: &str) {
-        write_atomically(&self.config, &Self::text(self.port, self.admin_port, body));
+        write_atomically(&self.config, &config_text(self.port, self.admin_port, body));
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -204,6 +188,25 @@ impl Proxy {
     }
 }
 
+/// The config [`Proxy::start`] writes: `body` after listeners on 127.0.0.1 and [::1] at `port`,
+/// the admin listener at `admin_port`, one thread, no grace period and a quick reload debounce
+/// (unless `body` sets them).
+pub fn config_text(port: u16, admin_port: u16, body: &str) -> String {
+    let reload = if body.contains("reload:") {
+        ""
+    } else {
+        "reload: { debounce: 50ms, poll_interval: 500ms }\n"
+    };
+    let grace = if body.contains("grace_period:") {
+        ""
+    } else {
+        "grace_period: 0s\n"
+    };
+    format!(
+            "listen: [\"127.0.0.1:{port}\", \"[::1]:{port}\"]\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\nthreads: 1\n{grace}graceful_shutdown_timeout: 1s\n{reload}{body}"
+        )
+}
+
 /// Runs `sekisho run -c config` and waits until it listens on both ports; `None` if it exited
 /// first (a port was taken, or the config is bad).
 fn spawn(config: &std::path::Path, port: u16, admin_port: u16) -> Option<Child> {
@@ -233,6 +236,108 @@ fn spawn(config: &std::path::Path, port: u16, admin_port: u16) -> Option<Child> 
             panic!("sekisho did not start listening on port {port}");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The real binary on a config written for the test, its stderr kept: for what it says when it
+/// starts, stops or cannot start.
+pub struct Run {
+    child: Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Run {
+    /// Writes `config` (the whole file) and runs `sekisho run` on it, with `SEKISHO_LOG` set to
+    /// `log`, or unset (the default filter) for `None`.
+    pub fn start(config: &str, log: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sekisho.yaml");
+        std::fs::write(&path, config).expect("write config");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sekisho"));
+        cmd.args(["run", "-c"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("SEKISHO_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(l) = log {
+            cmd.env("SEKISHO_LOG", l);
+        }
+        let mut child = cmd.spawn().expect("spawn sekisho");
+        let mut pipe = child.stderr.take().expect("stderr pipe");
+        // read as it comes, so that a chatty process never blocks on a full pipe
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        });
+        Self {
+            child,
+            stderr: Some(stderr),
+            dir,
+        }
+    }
+
+    /// Waits (polling, up to `limit`: a guard against a hang, not a timing claim) until every
+    /// one of `addrs` takes a connection; false if the process exited first or `limit` passed.
+    pub fn wait_listening(&mut self, addrs: &[SocketAddr], limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return false;
+            }
+            if addrs.iter().all(|a| TcpStream::connect(a).is_ok()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits (polling, up to `limit`: a guard against a hang, not a timing claim) for the
+    /// process to exit on its own: its exit status and everything it wrote to stderr. Panics,
+    /// showing that output, if it is still running after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let text = self
+                    .stderr
+                    .take()
+                    .map(|h| h.join().expect("stderr reader"))
+                    .unwrap_or_default();
+                return (status, text);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let text = self
+                    .stderr
+                    .take()
+                    .map(|h| h.join().expect("stderr reader"))
+                    .unwrap_or_default();
+                panic!("sekisho still ran after {limit:?}; its stderr:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

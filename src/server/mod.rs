@@ -1,14 +1,17 @@
-//! Building the Pingora server from a validated config: listeners, the proxy service and the
-//! housekeeping service. Logic lives elsewhere; this only wires.
+//! Building the Pingora server from a validated config: listeners (bound first, see
+//! [`listeners`]), the proxy service, the admin service and the housekeeping service. Logic
+//! lives elsewhere; this only wires.
+
+pub mod listeners;
 
 use std::sync::Arc;
 
-use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::admin::ready::Listeners;
 use crate::admin::Admin;
 use crate::config::{Config, ListCache};
 use crate::engine::SlotRegistry;
@@ -16,14 +19,22 @@ use crate::metrics::access_log::AccessLog;
 use crate::metrics::decision_log::{DecisionLog, Limits};
 use crate::proxy::{Sekisho, State};
 use crate::reload::Housekeeping;
+use listeners::{Bound, Prebound};
 
 /// The server for `config`, ready to `run_forever`, and the state it shares; an error when
-/// something the config asks for cannot be set up (the decision or access log file).
+/// something the config asks for cannot be set up: a listen or admin address that cannot be
+/// bound (checked first, before anything starts), the decision or access log file.
 pub fn build(
     config: Config,
     slots: SlotRegistry,
     cache: ListCache,
 ) -> Result<(Server, Arc<State>), String> {
+    let Sockets {
+        proxy: sockets,
+        admin: admin_socket,
+        listeners,
+    } = bind_all(&config).map_err(|e| e.to_string())?;
+    log_upstreams(&config);
     let conf = ServerConf {
         threads: config.threads,
         work_stealing: config.work_stealing,
@@ -32,8 +43,6 @@ pub fn build(
         graceful_shutdown_timeout_seconds: Some(config.graceful_shutdown_timeout.as_secs()),
         ..ServerConf::default()
     };
-    let listen = config.listen.clone();
-    let admin_listen = config.admin_listen;
     let log_settings = config.decision_log.clone();
     let access_settings = config.access_log.clone();
     let mut state = State::new(config, slots, cache);
@@ -75,32 +84,78 @@ pub fn build(
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     let mut server = Server::new_with_opt_and_conf(Some(Opt::default()), conf);
     server.bootstrap();
-    let mut proxy = Service::new("sekisho".to_string(), Sekisho::new(state.clone()));
-    for addr in listen {
-        if addr.is_ipv6() {
-            // v6-only, so that "0.0.0.0:P" and "[::]:P" can both be listed.
-            let mut opts = TcpSocketOptions::default();
-            opts.ipv6_only = Some(true);
-            proxy.add_tcp_with_settings(&addr.to_string(), opts);
-        } else {
-            proxy.add_tcp(&addr.to_string());
-        }
-    }
-    server.add_service(proxy);
-    if let Some(addr) = admin_listen {
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "the admin listener is not on loopback: anyone who reaches it can reload the config");
-        }
-        let mut admin = Service::new("admin".to_string(), Admin::new(state.clone(), reload_tx));
+    let proxy = Service::new("sekisho".to_string(), Sekisho::new(state.clone()));
+    server.add_service(Prebound::new(proxy, sockets, listeners.clone()));
+    if let Some(socket) = admin_socket {
+        let app = Admin::new(state.clone(), reload_tx, listeners.clone());
+        let mut admin = Service::new("admin".to_string(), app);
         admin.threads = Some(1);
-        admin.add_tcp(&addr.to_string());
-        server.add_service(admin);
+        server.add_service(Prebound::new(admin, vec![socket], listeners));
     }
     server.add_service(background_service(
         "housekeeping",
         Housekeeping::new(state.clone(), reload_rx),
     ));
     Ok((server, state))
+}
+
+/// The listening sockets of the proxy and of the admin listener, and the readiness flags of all.
+struct Sockets {
+    proxy: Vec<Bound>,
+    admin: Option<Bound>,
+    listeners: Arc<Listeners>,
+}
+
+/// Binds every `listen` address, then the admin address, logging a line for each; the first
+/// that fails is the error, and whatever was bound before it is closed again.
+fn bind_all(config: &Config) -> Result<Sockets, listeners::BindError> {
+    let mut named: Vec<(String, std::net::SocketAddr)> = config
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("listen[{i}]"), *a))
+        .collect();
+    let mut sockets = Vec::with_capacity(named.len());
+    for (i, (field, addr)) in named.iter().enumerate() {
+        sockets.push(listeners::bind(field, *addr, i)?);
+        tracing::info!(%addr, field = %field, "listening");
+    }
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let socket = listeners::bind("admin.listen", addr, named.len())?;
+            tracing::info!(%addr, "admin listening");
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "the admin listener is not on loopback: anyone who reaches it can reload the config");
+            }
+            named.push(("admin.listen".to_string(), addr));
+            Some(socket)
+        }
+        None => None,
+    };
+    Ok(Sockets {
+        proxy: sockets,
+        admin,
+        listeners: Arc::new(Listeners::new(named)),
+    })
+}
+
+/// One line naming the upstreams, each as written and, where that differs, the address it
+/// resolved to at load.
+fn log_upstreams(config: &Config) {
+    let upstreams = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let addr = u.addr.to_string();
+            if u.name == addr {
+                addr
+            } else {
+                format!("{} ({addr})", u.name)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::info!("upstreams: {upstreams}");
 }
 
 #[cfg(test)]
@@ -115,7 +170,8 @@ mod tests {
         let cfg = dir.path().join("s.yaml");
         let slots = SlotRegistry::default();
         let config = crate::config::parse(
-            "upstreams: [\"127.0.0.1:1\"]\ndecision_log: { path: logs/d.log }\n",
+            // port 0: the listeners are bound before the log is opened, on any free port
+            "listen: [\"127.0.0.1:0\"]\nadmin: { listen: \"127.0.0.1:0\" }\nupstreams: [\"127.0.0.1:1\"]\ndecision_log: { path: logs/d.log }\n",
             &cfg,
             &slots,
         )
