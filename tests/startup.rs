@@ -7,6 +7,7 @@ mod support;
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
+use serde_json::json;
 use support::{free_port, Run};
 
 /// A guard against a hang, not a timing claim: a failed start ends long before.
@@ -161,6 +162,13 @@ fn a_start_logs_each_listener_the_admin_address_and_the_upstreams_and_no_pingora
         "{}",
         lines[0]
     );
+    // no country database, the under-attack switch off (no state file yet)
+    assert_eq!(info("no country database or header").len(), 1, "{stderr}");
+    assert_eq!(
+        info("under-attack switch setting=\"off\"").len(),
+        1,
+        "{stderr}"
+    );
     // Pingora's start ("Server starting", "Bootstrap done") and stop ("SIGTERM received")
     // lines are INFO: not shown by default
     assert!(
@@ -223,5 +231,90 @@ fn readyz_is_200_once_every_listener_serves_and_says_what_is_missing_otherwise()
             503,
             "not ready: every upstream refused its last connection\n"
         )
+    );
+    // /admin/status says the same: the version, how long it has run, each listener serving,
+    // and the one peer skipped for a while
+    let status = proxy.status();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status["started_unix"].as_u64().unwrap_or(0) > 0, "{status}");
+    assert!(status["uptime_s"].is_u64(), "{status}");
+    let listeners = status["listeners"].as_array().cloned().unwrap_or_default();
+    let fields: Vec<&str> = listeners
+        .iter()
+        .map(|l| l["field"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        fields,
+        ["listen[0]", "listen[1]", "admin.listen"],
+        "{status}"
+    );
+    assert!(listeners.iter().all(|l| l["serving"] == true), "{status}");
+    let peer = &status["upstreams"][0];
+    assert_eq!(peer["addr"], format!("127.0.0.1:{dead}"), "{status}");
+    assert_eq!(peer["up"], false, "{status}");
+    let skipped = peer["skipped_for_s"].as_u64().unwrap_or(0);
+    assert!((1..=10).contains(&skipped), "{status}");
+    let live = support::Proxy::start(&origin.upstreams());
+    wait_ready(&live);
+    let peer = &live.status()["upstreams"][0];
+    assert_eq!(
+        (&peer["up"], &peer["skipped_for_s"]),
+        (&json!(true), &json!(null))
+    );
+}
+
+#[test]
+fn a_restart_that_comes_back_under_attack_says_so_with_the_bans_it_restored() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let admin = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let listen = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let geo = support::geo_fixture(&[("1.0.16.0/20", "JP")]);
+    let text = format!(
+        "{}geo: {{ database: geo.mmdb }}\nunder_attack:\n  rules:\n    - name: slow\n      limit: {{ rate: 1/s, burst: 5 }}\n",
+        config(&listen, &admin)
+    );
+    let mut run = Run::start_with(&text, None, |dir| {
+        std::fs::write(dir.join("geo.mmdb"), &geo).unwrap();
+        let state = format!(
+            "{{\"version\":1,\"saved_at\":{now},\"under_attack\":\"on\",\"bans\":[{{\"net\":\"203.0.113.7/32\",\"since\":{now},\"until\":{},\"forget_at\":{},\"strikes\":1,\"mode\":\"enforce\",\"source\":\"manual\",\"reason\":\"test\"}}]}}",
+            now + 3600,
+            now + 7200
+        );
+        std::fs::write(dir.join("sekisho-bans.json"), state).unwrap();
+    });
+    let addrs = [listen.parse().unwrap(), admin.parse().unwrap()];
+    assert!(run.wait_listening(&addrs, LIMIT), "did not start");
+    run.signal("TERM");
+    let (_, stderr) = run.wait_exit(LIMIT);
+    let line = |level: &str, needle: &str| {
+        stderr
+            .lines()
+            .filter(|l| l.contains(level) && l.contains(needle))
+            .count()
+    };
+    assert_eq!(
+        line(
+            " WARN ",
+            "under-attack switch restored from the state file as set by hand"
+        ),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("setting=\"on\""), "{stderr}");
+    assert_eq!(line(" INFO ", "ban state restored"), 1, "{stderr}");
+    assert!(stderr.contains("restored=1"), "{stderr}");
+    // the country database: its file, type and build date (a date, not an epoch)
+    let geo_line = stderr
+        .lines()
+        .find(|l| l.contains(" INFO ") && l.contains("country database file="))
+        .unwrap_or_else(|| panic!("no country database line:\n{stderr}"));
+    assert!(geo_line.contains("type=\"Test-Country\""), "{geo_line}");
+    let built = geo_line.split("built=").nth(1).unwrap_or_default();
+    assert!(
+        built.len() == 10 && built.as_bytes()[4] == b'-' && built.as_bytes()[7] == b'-',
+        "{geo_line}"
     );
 }

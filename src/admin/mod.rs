@@ -105,7 +105,36 @@ impl Admin {
                 *e = json!(e.as_u64().unwrap_or(0) + n);
             }
         }
+        let now = s.clock.now();
+        let upstreams: Vec<serde_json::Value> = snap
+            .config
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let down = snap.upstreams.down_for(i, now);
+                json!({
+                    "name": u.name,
+                    "addr": u.addr.to_string(),
+                    "up": down.is_none(),
+                    "skipped_for_s": down.map(|d| d.as_secs_f64().ceil() as u64),
+                })
+            })
+            .collect();
+        let listeners: Vec<serde_json::Value> = self
+            .listeners
+            .all()
+            .map(|(l, serving)| {
+                json!({ "field": l.field, "addr": l.addr.to_string(), "serving": serving })
+            })
+            .collect();
+        let wall = unix_now();
         json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_unix": s.started_unix,
+            "uptime_s": wall.saturating_sub(s.started_unix),
+            "listeners": listeners,
+            "upstreams": upstreams,
             "config": snap.config.path.display().to_string(),
             "generation": snap.generation,
             "rules": policy.rules.len(),

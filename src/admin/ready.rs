@@ -47,6 +47,13 @@ impl Listeners {
         }
     }
 
+    /// Every listener, with whether it serves now.
+    pub fn all(&self) -> impl Iterator<Item = (&Listener, bool)> {
+        self.entries
+            .iter()
+            .map(|l| (l, l.serving.load(Ordering::Acquire)))
+    }
+
     /// The listeners not serving now.
     pub fn not_serving(&self) -> impl Iterator<Item = &Listener> {
         self.entries

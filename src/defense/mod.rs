@@ -201,6 +201,14 @@ impl Defense {
         } else {
             Setting::Off
         };
+        match setting {
+            // a restart that comes back with the switch on must say so
+            Some(s) => tracing::warn!(
+                setting = s.as_str(),
+                "under-attack switch restored from the state file as set by hand (`sekisho attack off` or `auto` to change)"
+            ),
+            None => tracing::info!(setting = default.as_str(), "under-attack switch"),
+        }
         Self {
             bans,
             offenders: Offenders::new(settings.max_tracked_offenders),

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `sekisho_last_reload_success_timestamp_seconds`.
     pub last_reload_success: IntGauge,
+    /// `sekisho_start_time_seconds`: when the process started.
+    pub start_time: IntGauge,
     /// `sekisho_config_generation`.
     pub generation: IntGauge,
     /// `sekisho_limiter_tracked_keys` (set at scrape).
@@ -272,6 +274,19 @@ impl Metrics {
         for mode in ["enforce", "count"] {
             bans.with_label_values(&["manual", mode]);
         }
+        let build_info = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "sekisho_build_info",
+                "Always 1; its label is the running sekisho version.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build_info.clone()))
+            .expect("unique metric name");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         Self {
             requests,
             local_responses,
@@ -284,6 +299,11 @@ impl Metrics {
                 &r,
                 "sekisho_last_reload_success_timestamp_seconds",
                 "Unix time of the last successful config load or reload.",
+            ),
+            start_time: gauge(
+                &r,
+                "sekisho_start_time_seconds",
+                "Unix time the process started.",
             ),
             generation: gauge(
                 &r,

@@ -142,6 +142,8 @@ pub struct State {
     pub early_hup: Mutex<Option<Arc<std::sync::atomic::AtomicBool>>>,
     /// Bans, autoban counts and the under-attack switch.
     pub defense: Defense,
+    /// When this process started, in seconds since the Unix epoch.
+    pub started_unix: u64,
 }
 
 /// What the reload counters (`sekisho_reloads_total`, the last-success gauge) do not hold.
@@ -167,7 +169,9 @@ impl State {
         let conns = IdleConns::new(config.upstream_options.pool_size, config.threads);
         slots.commit(&config.policy);
         let metrics = Metrics::new();
-        metrics.last_reload_success.set(unix_now() as i64);
+        let started_unix = unix_now();
+        metrics.last_reload_success.set(started_unix as i64);
+        metrics.start_time.set(started_unix as i64);
         let clock = MonotonicClock::new();
         let defense = Defense::start(
             &config.defense,
@@ -193,6 +197,7 @@ impl State {
             list_cache: Mutex::new(cache),
             reloads: ReloadStats::default(),
             early_hup: Mutex::new(None),
+            started_unix,
         }
     }
 }

@@ -74,6 +74,13 @@ impl UpstreamPool {
         was_up
     }
 
+    /// How long peer `idx` stays skipped from `now` on: `None` while it is up (or there is no
+    /// such peer).
+    pub fn down_for(&self, idx: usize, now: Nanos) -> Option<Duration> {
+        let until = self.peers.get(idx)?.1.load(Ordering::Relaxed);
+        (until > now).then(|| Duration::from_nanos(until - now))
+    }
+
     /// The address of peer `idx`.
     pub fn addr(&self, idx: usize) -> SocketAddr {
         self.peers[idx].0

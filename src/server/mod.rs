@@ -35,6 +35,7 @@ pub fn build(
         listeners,
     } = bind_all(&config).map_err(|e| e.to_string())?;
     log_upstreams(&config);
+    log_geo(&config);
     let conf = ServerConf {
         threads: config.threads,
         work_stealing: config.work_stealing,
@@ -137,6 +138,26 @@ fn bind_all(config: &Config) -> Result<Sockets, listeners::BindError> {
         admin,
         listeners: Arc::new(Listeners::new(named)),
     })
+}
+
+/// One line naming the country database: its path, type and build date.
+fn log_geo(config: &Config) {
+    let geo = &config.geo;
+    match (&geo.database, &geo.database_path) {
+        (Some(db), Some(path)) => tracing::info!(
+            file = %path.display(),
+            r#type = db.database_type(),
+            built = %db.build_date(),
+            "country database"
+        ),
+        _ if geo.header.is_some() => {}
+        _ => {
+            tracing::info!("no country database or header: every client's country is unknown (??)")
+        }
+    }
+    if let Some(h) = &geo.header {
+        tracing::info!(header = %h, "country from a header of trusted peers");
+    }
 }
 
 /// One line naming the upstreams, each as written and, where that differs, the address it

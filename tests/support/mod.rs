@@ -251,9 +251,16 @@ impl Run {
     /// Writes `config` (the whole file) and runs `sekisho run` on it, with `SEKISHO_LOG` set to
     /// `log`, or unset (the default filter) for `None`.
     pub fn start(config: &str, log: Option<&str>) -> Self {
+        Self::start_with(config, log, |_| {})
+    }
+
+    /// [`Run::start`], after `prepare` has written what else the test needs into the folder
+    /// the config is in (a state file, a list file).
+    pub fn start_with(config: &str, log: Option<&str>, prepare: impl Fn(&std::path::Path)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sekisho.yaml");
         std::fs::write(&path, config).expect("write config");
+        prepare(dir.path());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sekisho"));
         cmd.args(["run", "-c"])
             .arg(&path)
