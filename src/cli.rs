@@ -1,5 +1,8 @@
-//! The client side of `sekisho bans` and `sekisho attack`: read the state file or ask the
-//! running proxy's admin listener, and print. `main.rs` parses the arguments and calls these.
+//! The client side of `sekisho status`, `top`, `bans` and `attack`: read the state file or ask
+//! the running proxy's admin listener, and print (tables for people, `--json` for scripts; see
+//! [`show`]). `main.rs` parses the arguments and calls these.
+
+pub mod show;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +45,147 @@ fn load(path: &Path) -> Result<Config, String> {
     config::load(path, &SlotRegistry::default()).map_err(|e| e.to_string())
 }
 
+/// `GET path` on the admin listener at `addr`, parsed; an error for any status but 200.
+fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, String> {
+    match request(addr, "GET", path)? {
+        (200, body) => {
+            serde_json::from_str(&body).map_err(|e| format!("{addr}: not a JSON answer: {e}"))
+        }
+        (status, body) => Err(format!("{addr}: {status}: {}", body.trim_end())),
+    }
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).map_or_else(|e| e.to_string(), |t| t + "\n")
+}
+
+/// `sekisho status`: the running proxy's state, as a summary and a table of rules, or the
+/// admin listener's JSON with `json`.
+pub fn status(addr: SocketAddr, json: bool) -> Result<String, String> {
+    let v = get_json(addr, "/admin/status")?;
+    Ok(if json {
+        pretty(&v)
+    } else {
+        show::status(&v, crate::proxy::unix_now())
+    })
+}
+
+/// What `sekisho top` asks for.
+#[derive(Debug, Clone)]
+pub struct TopRequest {
+    /// `ip`, `country`, `user_agent` or `path`.
+    pub by: String,
+    /// Minutes, 1 to 15.
+    pub window: u64,
+    /// How many keys.
+    pub n: usize,
+}
+
+/// `sekisho top`: the heaviest clients (or countries, user agents, paths) of the last minutes.
+pub fn top(addr: SocketAddr, req: &TopRequest, json: bool) -> Result<String, String> {
+    let path = format!(
+        "/admin/top?by={}&window={}&n={}",
+        encode(&req.by),
+        req.window,
+        req.n
+    );
+    let v = get_json(addr, &path)?;
+    Ok(if json { pretty(&v) } else { show::top(&v) })
+}
+
+/// What `sekisho bans add` asks for.
+#[derive(Debug, Clone)]
+pub struct BanRequest {
+    /// An address or a CIDR network.
+    pub net: String,
+    /// How long (`1h`, `7d`); the proxy's default when `None`.
+    pub ttl: Option<String>,
+    /// Why (logged and kept with the ban).
+    pub reason: Option<String>,
+    /// Ban a network wider than a /8 (IPv4) or /16 (IPv6) anyway.
+    pub force: bool,
+}
+
+/// `sekisho bans add`: bans `req.net` in the running proxy (it saves its state file).
+pub fn ban_add(addr: SocketAddr, req: &BanRequest, json: bool) -> Result<String, String> {
+    let mut path = format!("/admin/bans?net={}", encode(&req.net));
+    if let Some(t) = &req.ttl {
+        path.push_str(&format!("&ttl={}", encode(t)));
+    }
+    if let Some(r) = &req.reason {
+        path.push_str(&format!("&reason={}", encode(r)));
+    }
+    if req.force {
+        path.push_str("&force=true");
+    }
+    let (status, body) = request(addr, "POST", &path)?;
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|_| format!("{addr}: {status}: {}", body.trim_end()))?;
+    if status != 200 {
+        return Err(format!("{addr}: {status}: {}", show_error(&v)));
+    }
+    if json {
+        return Ok(pretty(&v));
+    }
+    let b = &v["ban"];
+    let now = crate::proxy::unix_now();
+    let mut out = format!(
+        "{}: {} until {} ({})\n",
+        v["result"].as_str().unwrap_or("banned"),
+        b["net"].as_str().unwrap_or(&req.net),
+        show::when(b["until"].as_u64().unwrap_or(now), now),
+        b["reason"].as_str().unwrap_or("")
+    );
+    for key in ["warning", "save_error"] {
+        if let Some(w) = v[key].as_str() {
+            out.push_str(&format!("{}: {w}\n", key.replace('_', " ")));
+        }
+    }
+    Ok(out)
+}
+
+/// `sekisho bans remove`: lifts the ban on exactly `net` in the running proxy.
+pub fn ban_remove(addr: SocketAddr, net: &str, json: bool) -> Result<String, String> {
+    let (status, body) = request(addr, "DELETE", &format!("/admin/bans?net={}", encode(net)))?;
+    let v: serde_json::Value = serde_json::from_str(&body)
+        .map_err(|_| format!("{addr}: {status}: {}", body.trim_end()))?;
+    match status {
+        200 if json => Ok(pretty(&v)),
+        200 => Ok(format!(
+            "unbanned: {}{}\n",
+            v["net"].as_str().unwrap_or(net),
+            v["save_error"]
+                .as_str()
+                .map(|e| format!("\nsave error: {e}"))
+                .unwrap_or_default()
+        )),
+        404 => Err(format!(
+            "{}: not banned (give the network exactly as `sekisho bans list` shows it)",
+            v["net"].as_str().unwrap_or(net)
+        )),
+        _ => Err(format!("{addr}: {status}: {}", show_error(&v))),
+    }
+}
+
+fn show_error(v: &serde_json::Value) -> String {
+    v["error"]
+        .as_str()
+        .map_or_else(|| v.to_string(), str::to_string)
+}
+
+/// `s` percent-encoded for a query value: everything but unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `sekisho attack on|off|auto|status|preview` against the admin listener at `addr`.
 pub fn attack(addr: SocketAddr, switch: &str) -> Result<String, String> {
     let (method, path) = match switch {
@@ -62,10 +206,11 @@ pub fn bans(
     config_path: &Path,
     source: &BanSource,
     export: Option<&ExportRequest>,
+    json: bool,
 ) -> Result<String, String> {
     let now = crate::proxy::unix_now();
     if let Some(addr) = source.admin {
-        return bans_from_admin(addr, export);
+        return bans_from_admin(addr, export, json);
     }
     // The config gives the state file's path and the allow list to keep out of exports.
     let loaded = load(config_path);
@@ -109,9 +254,12 @@ pub fn bans(
     };
     let Some(x) = export else {
         let live: Vec<&BanRecord> = records.iter().filter(|r| r.until > now).collect();
-        return serde_json::to_string_pretty(&live)
-            .map(|t| t + "\n")
-            .map_err(|e| e.to_string());
+        let v = serde_json::to_value(&live).map_err(|e| e.to_string())?;
+        return Ok(if json {
+            pretty(&v)
+        } else {
+            show::bans(v.as_array().map_or(&[], Vec::as_slice), now)
+        });
     };
     let options = ExportOptions {
         max_entries: x.max,
@@ -129,17 +277,19 @@ pub fn bans(
     Ok(e.text)
 }
 
-fn bans_from_admin(addr: SocketAddr, export: Option<&ExportRequest>) -> Result<String, String> {
+fn bans_from_admin(
+    addr: SocketAddr,
+    export: Option<&ExportRequest>,
+    json: bool,
+) -> Result<String, String> {
     let Some(x) = export else {
-        let (status, body) = request(addr, "GET", "/admin/bans")?;
-        if status != 200 {
-            return Err(format!("{addr}: {status}: {body}"));
-        }
-        let v: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("{addr}: bad answer: {e}"))?;
-        return serde_json::to_string_pretty(&v["bans"])
-            .map(|t| t + "\n")
-            .map_err(|e| e.to_string());
+        let v = get_json(addr, "/admin/bans")?;
+        return Ok(if json {
+            pretty(&v["bans"])
+        } else {
+            let now = v["now"].as_u64().unwrap_or_else(crate::proxy::unix_now);
+            show::bans(v["bans"].as_array().map_or(&[], Vec::as_slice), now)
+        });
     };
     let mut path = format!(
         "/admin/bans/export?format={}&aggregate={}",

@@ -35,7 +35,28 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
-    /// Banned addresses: list them, or export them for another firewall.
+    /// The running proxy: version, uptime, listeners, upstream peers, reloads, the
+    /// under-attack switch, bans and each rule's counts (asks its admin listener).
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The heaviest clients (or countries, user agents, paths) of the last minutes, with how
+    /// many of their requests were refused (asks the running proxy's admin listener).
+    Top {
+        /// What to rank: ip, country, user_agent or path.
+        #[arg(long, default_value = "ip", value_parser = ["ip", "country", "user_agent", "path"])]
+        by: String,
+        /// Over the last N minutes (1 to 15).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=15))]
+        window: u64,
+        /// How many to show (1 to 1000).
+        #[arg(short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        n: u16,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Banned addresses: list, add or remove them, or export them for another firewall.
     Bans {
         #[command(subcommand)]
         action: BansAction,
@@ -60,10 +81,36 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BansAction {
-    /// Print the live bans as JSON.
+    /// Print the live bans as a table (--json: as JSON).
     List {
         #[command(flatten)]
         source: BanSource,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ban an address or network now, in the running proxy (which saves it to its state file).
+    Add {
+        /// An address (203.0.113.7, 2001:db8::1) or a network (198.51.100.0/24).
+        net: String,
+        /// How long: 30m, 1h, 7d (1s to 365d; default 1h).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Why; kept with the ban and logged.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Ban a network wider than a /8 (IPv4) or a /16 (IPv6) anyway.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Lift the ban on exactly this address or network, in the running proxy.
+    Remove {
+        /// The address or network as `bans list` shows it.
+        net: String,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Print the live, enforced bans in a firewall's format.
     Export {
@@ -79,6 +126,17 @@ enum BansAction {
         #[command(flatten)]
         source: BanSource,
     },
+}
+
+/// How to reach the running proxy, and how to print its answer.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin listener (default: admin.listen from the config).
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
+    /// Print the admin listener's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -258,36 +316,25 @@ fn main() -> ExitCode {
             *state.early_hup.lock() = Some(early_hup);
             server.run_forever()
         }
-        Command::Bans { action } => {
-            let (source, export) = match &action {
-                BansAction::List { source } => (source, None),
-                BansAction::Export {
-                    format,
-                    max,
-                    aggregate,
-                    source,
-                } => (source, Some((format.as_str(), *max, *aggregate))),
+        Command::Status { admin } => with_admin(&admin, &config_path(), |addr| {
+            sekisho::cli::status(addr, admin.json)
+        }),
+        Command::Top {
+            by,
+            window,
+            n,
+            admin,
+        } => {
+            let req = sekisho::cli::TopRequest {
+                by,
+                window,
+                n: usize::from(n),
             };
-            let source = sekisho::cli::BanSource {
-                state: source.state.clone(),
-                admin: source.admin,
-            };
-            let export = export.map(|(format, max, aggregate)| sekisho::cli::ExportRequest {
-                format: format.to_string(),
-                max,
-                aggregate,
-            });
-            match sekisho::cli::bans(&config_path(), &source, export.as_ref()) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::from(1)
-                }
-            }
+            with_admin(&admin, &config_path(), |addr| {
+                sekisho::cli::top(addr, &req, admin.json)
+            })
         }
+        Command::Bans { action } => bans_command(action, &config_path()),
         Command::Attack { switch, admin } => {
             let addr = match admin.map_or_else(|| sekisho::cli::admin_addr(&config_path()), Ok) {
                 Ok(a) => a,
@@ -368,6 +415,91 @@ mod tests {
             loud.starts_with("SEKISHO_LOG=\"sekisho=loud\" is not a log filter (e.g. info, sekisho=debug,warn): "),
             "{loud}"
         );
+    }
+}
+
+/// `sekisho bans ...`.
+fn bans_command(action: BansAction, config_path: &std::path::Path) -> ExitCode {
+    let (source, export, json) = match action {
+        BansAction::Add {
+            net,
+            ttl,
+            reason,
+            force,
+            admin,
+        } => {
+            let req = sekisho::cli::BanRequest {
+                net,
+                ttl,
+                reason,
+                force,
+            };
+            return with_admin(&admin, config_path, |addr| {
+                sekisho::cli::ban_add(addr, &req, admin.json)
+            });
+        }
+        BansAction::Remove { net, admin } => {
+            return with_admin(&admin, config_path, |addr| {
+                sekisho::cli::ban_remove(addr, &net, admin.json)
+            });
+        }
+        BansAction::List { source, json } => (source, None, json),
+        BansAction::Export {
+            format,
+            max,
+            aggregate,
+            source,
+        } => (
+            source,
+            Some(sekisho::cli::ExportRequest {
+                format,
+                max,
+                aggregate,
+            }),
+            false,
+        ),
+    };
+    let source = sekisho::cli::BanSource {
+        state: source.state,
+        admin: source.admin,
+    };
+    print_or_fail(sekisho::cli::bans(
+        config_path,
+        &source,
+        export.as_ref(),
+        json,
+    ))
+}
+
+/// Runs `f` against the admin listener named by `--admin` or by the config at `config_path`.
+fn with_admin(
+    admin: &AdminArgs,
+    config_path: &std::path::Path,
+    f: impl FnOnce(std::net::SocketAddr) -> Result<String, String>,
+) -> ExitCode {
+    match admin
+        .admin
+        .map_or_else(|| sekisho::cli::admin_addr(config_path), Ok)
+    {
+        Ok(addr) => print_or_fail(f(addr)),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints `result`'s text (exit 0) or its error on stderr (exit 1).
+fn print_or_fail(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
     }
 }
 
