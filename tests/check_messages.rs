@@ -35,6 +35,7 @@ fn check_prints_what_it_always_printed_for_each_broken_config() {
             .args(args.split_whitespace())
             .current_dir(&dir)
             .env_remove("STATE_DIRECTORY")
+            .env_remove("LOGS_DIRECTORY")
             .output()
             .expect("sh runs");
         let got = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -26,6 +26,16 @@ pub struct RawAccessLog {
 }
 
 impl Validator<'_> {
+    /// Where a log file named `p` in the config goes: a relative name is resolved against
+    /// `$LOGS_DIRECTORY` when it is set (systemd's `LogsDirectory=`: `/var/log/sekisho`), else
+    /// against the config's folder.
+    pub(super) fn log_file(&self, p: &str) -> std::path::PathBuf {
+        std::env::var_os("LOGS_DIRECTORY")
+            .and_then(|d| std::env::split_paths(&d).next())
+            .unwrap_or_else(|| self.dir.clone())
+            .join(p)
+    }
+
     /// `access_log:`. A relative `path` is resolved against `$LOGS_DIRECTORY` when it is set
     /// (systemd's `LogsDirectory=`: `/var/log/sekisho`), else against the config's folder.
     pub(super) fn access_log(&mut self, raw: &RawConfig) -> Option<AccessLogSettings> {
@@ -40,12 +50,18 @@ impl Validator<'_> {
                 Target::Stdout
             }
             "-" => Target::Stdout,
-            p => Target::File(
-                std::env::var_os("LOGS_DIRECTORY")
-                    .and_then(|d| std::env::split_paths(&d).next())
-                    .unwrap_or_else(|| self.dir.clone())
-                    .join(p),
-            ),
+            p => {
+                // appended to at start: `run` would refuse to start without it
+                let path = self.log_file(p);
+                if let Some(why) = super::paths::cannot_write(&path, true) {
+                    self.err(
+                        &a.path,
+                        "access_log.path",
+                        format!("cannot open {}: {why}", path.display()),
+                    );
+                }
+                Target::File(path)
+            }
         };
         let format = match a.format.as_ref() {
             None => Format::Combined,

@@ -79,7 +79,7 @@ impl Validator<'_> {
                 "-" => Target::Stdout,
                 p => {
                     // appended to at start: `run` would refuse to start without it
-                    let path = self.dir.join(p);
+                    let path = self.log_file(p);
                     if let Some(why) = paths::cannot_write(&path, true) {
                         self.err(
                             &d.path,
