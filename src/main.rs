@@ -1,4 +1,4 @@
-//! The `sekisho` command: `run`, `check`, `demo-origin`.
+//! The `sekisho` command: `run`, `check`, `config`, `bans`, `attack`, `demo-origin`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -34,6 +34,9 @@ enum Command {
         /// Fail (exit 1) when there is any warning, too.
         #[arg(long)]
         strict: bool,
+        /// Print the effective config instead of the one-line summary (as `sekisho config`).
+        #[arg(long)]
+        print: bool,
     },
     /// The running proxy: version, uptime, listeners, upstream peers, reloads, the
     /// under-attack switch, bans and each rule's counts (asks its admin listener).
@@ -56,6 +59,9 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Print the effective config as YAML: every key with the value `run` uses, defaults
+    /// filled in, list files and upstreams resolved (as `nginx -T`). Errors as `check`.
+    Config,
     /// Banned addresses: list, add or remove them, or export them for another firewall.
     Bans {
         #[command(subcommand)]
@@ -214,61 +220,8 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| PathBuf::from("conf/sekisho.yaml"))
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check { strict } => {
-            let path = config_path();
-            match sekisho::config::load(&path, &SlotRegistry::default()) {
-                Ok(c) => {
-                    for w in &c.warnings {
-                        eprintln!("{w}");
-                    }
-                    if strict && !c.warnings.is_empty() {
-                        eprintln!(
-                            "{}: {} warning(s), failing because of --strict",
-                            path.display(),
-                            c.warnings.len()
-                        );
-                        return ExitCode::from(1);
-                    }
-                    let geo = c.geo.database.as_ref().map_or(String::new(), |db| {
-                        format!(
-                            ", country database {:?} built {}",
-                            db.database_type(),
-                            db.build_date()
-                        )
-                    });
-                    let profile = c.policy.rules.len() - c.policy.profile_from;
-                    let extra = match (profile, c.defense.autoban.len()) {
-                        (0, 0) => String::new(),
-                        (p, a) => format!(", {p} under-attack rules, {a} autoban policies"),
-                    };
-                    let warned = match c.warnings.len() {
-                        0 => String::new(),
-                        n => format!(", {n} warning(s)"),
-                    };
-                    println!(
-                        "{}: ok ({} rules{extra}, {} allow and {} deny entries, {} upstreams{geo}){warned}",
-                        path.display(),
-                        c.policy.profile_from,
-                        c.policy.allow.entries(),
-                        c.policy.deny.entries(),
-                        c.upstreams.len()
-                    );
-                    if let Some(a) = c.geo.database_path.as_deref().and_then(attribution) {
-                        println!("country database: {a}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(errors) if errors.is_whole_file() => {
-                    eprintln!("sekisho: {errors}");
-                    ExitCode::from(1)
-                }
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    eprintln!("{}: {} error(s)", path.display(), errors.0.len());
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Command::Check { strict, print } => check(&config_path(), strict, print),
+        Command::Config => check(&config_path(), false, true),
         Command::Run => {
             let path = config_path();
             let slots = SlotRegistry::default();
@@ -498,6 +451,80 @@ fn print_or_fail(result: Result<String, String>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `sekisho check`: load the config as `run` would, print its warnings, and either one line
+/// saying it is ok or (`print`, `sekisho config`) the effective config on stdout.
+fn check(path: &std::path::Path, strict: bool, print: bool) -> ExitCode {
+    match sekisho::config::load(path, &SlotRegistry::default()) {
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("{w}");
+            }
+            if strict && !c.warnings.is_empty() {
+                eprintln!(
+                    "{}: {} warning(s), failing because of --strict",
+                    path.display(),
+                    c.warnings.len()
+                );
+                return ExitCode::from(1);
+            }
+            if print {
+                use std::io::Write;
+                let written = c.effective().map_err(|e| e.to_string()).and_then(|yaml| {
+                    match std::io::stdout().lock().write_all(yaml.as_bytes()) {
+                        // `sekisho config | head`: the reader has what it wanted
+                        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.to_string()),
+                        _ => Ok(()),
+                    }
+                });
+                return match written {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("sekisho: cannot write the effective config: {e}");
+                        ExitCode::from(1)
+                    }
+                };
+            }
+            let geo = c.geo.database.as_ref().map_or(String::new(), |db| {
+                format!(
+                    ", country database {:?} built {}",
+                    db.database_type(),
+                    db.build_date()
+                )
+            });
+            let profile = c.policy.rules.len() - c.policy.profile_from;
+            let extra = match (profile, c.defense.autoban.len()) {
+                (0, 0) => String::new(),
+                (p, a) => format!(", {p} under-attack rules, {a} autoban policies"),
+            };
+            let warned = match c.warnings.len() {
+                0 => String::new(),
+                n => format!(", {n} warning(s)"),
+            };
+            println!(
+                "{}: ok ({} rules{extra}, {} allow and {} deny entries, {} upstreams{geo}){warned}",
+                path.display(),
+                c.policy.profile_from,
+                c.policy.allow.entries(),
+                c.policy.deny.entries(),
+                c.upstreams.len()
+            );
+            if let Some(a) = c.geo.database_path.as_deref().and_then(attribution) {
+                println!("country database: {a}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) if errors.is_whole_file() => {
+            eprintln!("sekisho: {errors}");
+            ExitCode::from(1)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
             ExitCode::from(1)
         }
     }

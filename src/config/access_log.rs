@@ -1,8 +1,8 @@
 //! `access_log:`: one line per request, in the combined format or as JSON (restart to change).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{RawConfig, Validator, S};
+use super::{effective, RawConfig, Validator, S};
 use crate::metrics::access_log::Format;
 use crate::metrics::line_writer::Target;
 
@@ -23,6 +23,27 @@ pub struct RawAccessLog {
     pub path: S<String>,
     pub format: Option<S<String>>,
     pub queue: Option<S<usize>>,
+}
+
+/// `access_log:` as `sekisho config` prints it.
+#[derive(Serialize)]
+pub(super) struct EffectiveAccessLog {
+    path: String,
+    format: &'static str,
+    queue: usize,
+}
+
+impl AccessLogSettings {
+    pub(super) fn effective(&self) -> EffectiveAccessLog {
+        EffectiveAccessLog {
+            path: effective::target(&self.target),
+            format: match self.format {
+                Format::Combined => "combined",
+                Format::Json => "json",
+            },
+            queue: self.queue,
+        }
+    }
 }
 
 impl Validator<'_> {

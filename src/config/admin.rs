@@ -2,9 +2,9 @@
 
 use std::net::SocketAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{codes, paths, RawConfig, Validator, S};
+use super::{codes, effective, paths, Config, RawConfig, Validator, S};
 use crate::engine::Country;
 
 /// `decision_log:`.
@@ -47,6 +47,52 @@ pub struct RawDecisionLog {
 /// default port allocations (9100-9999, the range exporters take their ports from), held by a
 /// "coming soon" entry that never shipped: no well-known exporter listens there.
 pub const DEFAULT_ADMIN_PORT: u16 = 9248;
+
+/// `admin:` as `sekisho config` prints it.
+#[derive(Serialize)]
+pub(super) struct EffectiveAdmin {
+    listen: String,
+}
+
+/// `metrics:` as `sekisho config` prints it.
+#[derive(Serialize)]
+pub(super) struct EffectiveMetrics {
+    countries: Vec<String>,
+}
+
+/// `decision_log:` as `sekisho config` prints it.
+#[derive(Serialize)]
+pub(super) struct EffectiveDecisionLog {
+    path: String,
+    sample_allowed: f64,
+    queue: usize,
+    max_lines_per_second: u64,
+}
+
+/// `admin:` and `metrics:` of `c`.
+pub(super) fn effective(c: &Config) -> (EffectiveAdmin, EffectiveMetrics) {
+    let listen = c
+        .admin_listen
+        .map_or_else(|| "off".into(), |a| a.to_string());
+    let countries = c.metric_countries.iter().map(|c| c.as_str().into());
+    (
+        EffectiveAdmin { listen },
+        EffectiveMetrics {
+            countries: countries.collect(),
+        },
+    )
+}
+
+impl DecisionLogSettings {
+    pub(super) fn effective(&self) -> EffectiveDecisionLog {
+        EffectiveDecisionLog {
+            path: effective::target(&self.target),
+            sample_allowed: self.sample_allowed,
+            queue: self.queue,
+            max_lines_per_second: self.max_lines_per_second,
+        }
+    }
+}
 
 impl Validator<'_> {
     /// `admin.listen`: the admin HTTP listener; `None` when set to `off`.

@@ -1,7 +1,8 @@
 //! `client_ip:`: whose forwarding header is believed, and how IPv6 clients are keyed.
 
 use http::HeaderName;
-use serde::Deserialize;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 use super::{Validator, S};
 use crate::iplist::{self, IpSet};
@@ -15,6 +16,26 @@ pub struct ClientIp {
     pub header: HeaderName,
     /// IPv6 clients are keyed by this prefix (default 64).
     pub ipv6_prefix: u8,
+    /// `trusted_proxies:` as read (the set keeps only merged ranges).
+    pub trusted: Vec<IpNet>,
+}
+
+/// `client_ip:` as `sekisho config` prints it.
+#[derive(Serialize)]
+pub(super) struct EffectiveClientIp {
+    trusted_proxies: Vec<String>,
+    header: String,
+    ipv6_prefix: u8,
+}
+
+impl ClientIp {
+    pub(super) fn effective(&self) -> EffectiveClientIp {
+        EffectiveClientIp {
+            trusted_proxies: self.trusted.iter().map(IpNet::to_string).collect(),
+            header: self.header.to_string(),
+            ipv6_prefix: self.ipv6_prefix,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,9 +82,10 @@ impl Validator<'_> {
             }
         }
         ClientIp {
-            trusted_proxies: IpSet::new(trusted),
+            trusted_proxies: IpSet::new(trusted.iter().copied()),
             header,
             ipv6_prefix,
+            trusted,
         }
     }
 }

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::rules::RawRule;
-use super::{paths, ConfigError, RawConfig, RawMode, Validator, S};
+use super::effective::{self, maybe, Maybe};
+use super::rules::{self, EffectiveRule, RawRule};
+use super::{format_duration, paths, Config, ConfigError, RawConfig, RawMode, Validator, S};
 use crate::defense::{AutoSettings, AutobanPolicy, DefenseSettings, StatusSet, Trigger};
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +51,102 @@ pub struct RawAuto {
     #[serde(rename = "for")]
     pub trip_after: Option<S<String>>,
     pub quiet: Option<S<String>>,
+}
+
+/// `bans:` as `sekisho config` prints it.
+#[derive(Serialize)]
+pub(super) struct EffectiveBans {
+    state_file: String,
+    max_bans: usize,
+    max_tracked_offenders: usize,
+    ipv6_escalate_after: u32,
+}
+
+/// An `autoban:` policy as `sekisho config` prints it.
+#[derive(Serialize)]
+pub(super) struct EffectiveAutoban {
+    name: String,
+    kind: &'static str,
+    /// `kind: status` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    statuses: Option<Vec<u16>>,
+    more_than: u32,
+    /// `kind: status` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    distinct_paths: Option<u32>,
+    window: String,
+    ban: String,
+    max_ban: String,
+    mode: &'static str,
+}
+
+/// `under_attack:` as `sekisho config` prints it.
+#[derive(Serialize)]
+pub(super) struct EffectiveUnderAttack {
+    auto: Maybe<EffectiveAuto>,
+    rules: Vec<EffectiveRule>,
+}
+
+#[derive(Serialize)]
+struct EffectiveAuto {
+    requests_per_second: Maybe<u64>,
+    refused_per_second: Maybe<u64>,
+    upstream_5xx_per_second: Maybe<u64>,
+    #[serde(rename = "for")]
+    trip_after: String,
+    quiet: String,
+}
+
+/// `bans:`, `autoban:` and `under_attack:` (its `auto` and the profile's rules) of `c`.
+pub(super) fn effective(
+    c: &Config,
+) -> (EffectiveBans, Vec<EffectiveAutoban>, EffectiveUnderAttack) {
+    let d = &c.defense;
+    let bans = EffectiveBans {
+        state_file: d
+            .state_file
+            .as_deref()
+            .map_or_else(|| "off".into(), effective::path),
+        max_bans: d.max_bans,
+        max_tracked_offenders: d.max_tracked_offenders,
+        ipv6_escalate_after: d.ipv6_escalate_after,
+    };
+    let autoban = (d.autoban.iter())
+        .map(|p| {
+            let statuses = match &p.trigger {
+                Trigger::Status(s) => Some(s.iter().collect()),
+                Trigger::Limited => None,
+            };
+            EffectiveAutoban {
+                name: p.name.clone(),
+                kind: if statuses.is_some() {
+                    "status"
+                } else {
+                    "limited"
+                },
+                distinct_paths: statuses.is_some().then_some(p.distinct_paths),
+                statuses,
+                more_than: p.more_than,
+                window: format_duration(p.window),
+                ban: format_duration(p.ban),
+                max_ban: format_duration(p.max_ban),
+                mode: p.mode.as_str(),
+            }
+        })
+        .collect();
+    let not_a_trigger = "not a trigger";
+    let auto = d.auto.as_ref().map(|a| EffectiveAuto {
+        requests_per_second: maybe(a.requests_per_second, not_a_trigger),
+        refused_per_second: maybe(a.refused_per_second, not_a_trigger),
+        upstream_5xx_per_second: maybe(a.upstream_5xx_per_second, not_a_trigger),
+        trip_after: format_duration(a.trip_after),
+        quiet: format_duration(a.quiet),
+    });
+    let under_attack = EffectiveUnderAttack {
+        auto: maybe(auto, "off: the profile is switched by hand only"),
+        rules: rules::effective(c.policy.rules.get(c.policy.profile_from..).unwrap_or(&[])),
+    };
+    (bans, autoban, under_attack)
 }
 
 impl Validator<'_> {

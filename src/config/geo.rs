@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::HeaderName;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Commented;
 
+use super::effective::{self, maybe, Maybe};
 use super::{Validator, S};
 use crate::geo::GeoDb;
 
@@ -27,6 +29,30 @@ pub struct GeoSettings {
 pub struct RawGeo {
     pub database: Option<S<String>>,
     pub header: Option<S<String>>,
+}
+
+/// `geo:` as `sekisho config` prints it.
+#[derive(Serialize)]
+pub(super) struct EffectiveGeo {
+    /// The resolved path, with the database's type and build date as a comment.
+    database: Maybe<String>,
+    header: Maybe<String>,
+}
+
+impl GeoSettings {
+    pub(super) fn effective(&self) -> EffectiveGeo {
+        let database = match (&self.database_path, &self.database) {
+            (Some(p), Some(db)) => Commented(
+                Some(effective::path(p)),
+                format!("{} built {}", db.database_type(), db.build_date()),
+            ),
+            (p, _) => maybe(p.as_deref().map(effective::path), "none"),
+        };
+        EffectiveGeo {
+            database,
+            header: maybe(self.header.as_ref().map(ToString::to_string), "none"),
+        }
+    }
 }
 
 impl Validator<'_> {

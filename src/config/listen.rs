@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{RawConfig, Validator};
+use serde::Serialize;
+
+use super::{format_duration, Config, RawConfig, Validator};
 
 /// `listen:` and the process settings, validated.
 pub(super) struct Process {
@@ -13,6 +15,28 @@ pub(super) struct Process {
     pub work_stealing: bool,
     pub grace_period: Duration,
     pub graceful_shutdown_timeout: Duration,
+}
+
+/// The top-level process keys as `sekisho config` prints them.
+#[derive(Serialize)]
+pub(super) struct EffectiveProcess {
+    listen: Vec<String>,
+    /// Given, or one per CPU of this machine.
+    threads: usize,
+    work_stealing: bool,
+    grace_period: String,
+    graceful_shutdown_timeout: String,
+}
+
+/// `listen:` and the process settings of `c`.
+pub(super) fn effective(c: &Config) -> EffectiveProcess {
+    EffectiveProcess {
+        listen: c.listen.iter().map(ToString::to_string).collect(),
+        threads: c.threads,
+        work_stealing: c.work_stealing,
+        grace_period: format_duration(c.grace_period),
+        graceful_shutdown_timeout: format_duration(c.graceful_shutdown_timeout),
+    }
 }
 
 impl Validator<'_> {

@@ -2,13 +2,15 @@
 //! through the [`ListCache`](super::ListCache) when their inputs did not change.
 
 use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Commented;
 
 use super::cache::{Cached, Everything};
-use super::{ConfigError, ConfigWarning, RawMode, Validator, S};
+use super::{effective, Config, ConfigError, ConfigWarning, RawMode, Validator, S};
 use crate::engine::Mode;
 use crate::iplist::{self, IpSet};
 
@@ -34,13 +36,87 @@ pub(super) struct Lists {
     pub allow: Arc<IpSet>,
     pub deny: Arc<IpSet>,
     pub deny_mode: Mode,
+    pub sources: ListSources,
+}
+
+/// What the allow and deny sets were built from: a set keeps only merged ranges, so the
+/// entries and files are kept beside it for `sekisho config` and messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListSources {
+    /// `lists.allow`.
+    pub allow: ListSource,
+    /// `lists.deny`.
+    pub deny: ListSource,
+}
+
+/// One list's inputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListSource {
+    /// `cidrs:`, parsed (a bare address as its /32 or /128).
+    pub cidrs: Vec<IpNet>,
+    /// `files:`, each resolved against the config's folder, with the entries it held.
+    pub files: Vec<ListFile>,
+}
+
+/// One list file as loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFile {
+    /// The path it was read from.
+    pub path: PathBuf,
+    /// The entries it held.
+    pub entries: usize,
+}
+
+/// `lists:` as `sekisho config` prints it.
+#[derive(Serialize)]
+pub(super) struct EffectiveLists {
+    allow: EffectiveList,
+    deny: EffectiveList,
+}
+
+#[derive(Serialize)]
+struct EffectiveList {
+    cidrs: Vec<String>,
+    /// Each resolved path, with its entry count as a comment.
+    files: Vec<Commented<String>>,
+    mode: Commented<&'static str>,
+}
+
+impl ListSource {
+    fn effective(&self, mode: Commented<&'static str>) -> EffectiveList {
+        EffectiveList {
+            cidrs: self.cidrs.iter().map(IpNet::to_string).collect(),
+            files: (self.files.iter())
+                .map(|f| {
+                    let entries = match f.entries {
+                        1 => "1 entry".to_string(),
+                        n => format!("{n} entries"),
+                    };
+                    Commented(effective::path(&f.path), entries)
+                })
+                .collect(),
+            mode,
+        }
+    }
+}
+
+/// `lists:` of `c`.
+pub(super) fn effective(c: &Config) -> EffectiveLists {
+    let s = &c.list_sources;
+    EffectiveLists {
+        allow: (s.allow).effective(Commented(
+            "enforce",
+            "the allow list has no count mode".into(),
+        )),
+        deny: (s.deny).effective(Commented(c.policy.deny_mode.as_str(), String::new())),
+    }
 }
 
 impl Validator<'_> {
     /// `lists.allow` and `lists.deny`.
     pub(super) fn lists(&mut self, raw: Option<&RawLists>) -> Lists {
         let lists = raw;
-        let allow = self.list(lists.and_then(|l| l.allow.as_ref()), "lists.allow");
+        let (allow, allow_source) = self.list(lists.and_then(|l| l.allow.as_ref()), "lists.allow");
         if let Some(m) = lists
             .and_then(|l| l.allow.as_ref())
             .and_then(|a| a.mode.as_ref())
@@ -54,7 +130,7 @@ impl Validator<'_> {
             }
         }
         let deny_raw = lists.and_then(|l| l.deny.as_ref());
-        let deny = self.list(deny_raw, "lists.deny");
+        let (deny, deny_source) = self.list(deny_raw, "lists.deny");
         let deny_mode = deny_raw
             .and_then(|d| d.mode.as_ref())
             .map(|m| m.value.into())
@@ -64,13 +140,18 @@ impl Validator<'_> {
             allow,
             deny,
             deny_mode,
+            sources: ListSources {
+                allow: allow_source,
+                deny: deny_source,
+            },
         }
     }
 
-    fn list(&mut self, raw: Option<&RawList>, field: &str) -> Arc<IpSet> {
+    fn list(&mut self, raw: Option<&RawList>, field: &str) -> (Arc<IpSet>, ListSource) {
         let Some(raw) = raw else {
-            return Arc::new(IpSet::default());
+            return (Arc::new(IpSet::default()), ListSource::default());
         };
+        let mut source = ListSource::default();
         let errors_before = self.errors.len();
         let counted = raw.mode.as_ref().is_some_and(|m| m.value == RawMode::Count);
         // The set's inputs: inline entries and each file's content hash.
@@ -102,6 +183,10 @@ impl Validator<'_> {
                     (path.as_path(), hash).hash(&mut signature);
                     self.loaded_hashes.push((path.clone(), hash));
                     self.warn_everything_in_file(&path, &fname, &everything, field, counted);
+                    source.files.push(ListFile {
+                        path: path.clone(),
+                        entries: n.len(),
+                    });
                     file_nets.push(n);
                 }
                 Ok(Cached::Miss(text, hash, stamp)) => {
@@ -128,6 +213,10 @@ impl Validator<'_> {
                                 counted,
                             );
                             let n = Arc::new(n);
+                            source.files.push(ListFile {
+                                path: path.clone(),
+                                entries: n.len(),
+                            });
                             self.cache.store(&path, stamp, hash, n.clone(), everything);
                             file_nets.push(n);
                         }
@@ -152,11 +241,12 @@ impl Validator<'_> {
             }
         }
         if self.errors.len() > errors_before {
-            return Arc::new(IpSet::default());
+            return (Arc::new(IpSet::default()), source);
         }
+        source.cidrs.clone_from(&nets);
         let signature = signature.finish();
         if let Some(set) = self.cache.set(field, signature) {
-            return set;
+            return (set, source);
         }
         let total = nets.len() + file_nets.iter().map(|n| n.len()).sum::<usize>();
         let set = Arc::new(IpSet::new(
@@ -165,7 +255,7 @@ impl Validator<'_> {
         ));
         debug_assert_eq!(set.entries(), total);
         self.cache.store_set(field, signature, set.clone());
-        set
+        (set, source)
     }
 
     /// Warns of each entry of the list file `path` that covers every address of its family.

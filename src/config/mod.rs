@@ -23,6 +23,10 @@
 //! `defense.rs`, `admin.rs` (with `metrics:` and `decision_log:`), `access_log.rs` and `reload.rs`. This file
 //! keeps loading, the [`Config`] type, the shared value parsers and the glue that calls each
 //! section; a new section is one new file and one line here.
+//!
+//! The way back: [`Config::effective`] (`sekisho config`, in `effective.rs`) writes the
+//! validated model as YAML, each section by a `fn effective` in its own file, beside its
+//! parsing and defaults.
 
 mod access_log;
 mod admin;
@@ -30,6 +34,7 @@ mod cache;
 mod client_ip;
 mod codes;
 mod defense;
+mod effective;
 mod error;
 mod geo;
 mod listen;
@@ -57,6 +62,7 @@ pub use cache::{content_hash, FileStamp, ListCache};
 pub use client_ip::ClientIp;
 pub use error::{field_path_at, ConfigError, ConfigErrors, ConfigWarning};
 pub use geo::GeoSettings;
+pub use lists::{ListFile, ListSource, ListSources};
 pub use reload::ReloadSettings;
 pub use rules::DEFAULT_MAX_TRACKED_KEYS;
 pub use upstreams::{Upstream, UpstreamOptions};
@@ -87,6 +93,9 @@ pub struct Config {
     pub max_tracked_keys: usize,
     /// The rules and lists, compiled.
     pub policy: Policy,
+    /// `lists:`: the entries and files the allow and deny sets of [`Config::policy`] were
+    /// built from.
+    pub list_sources: ListSources,
     /// Every list file read (for watching and for messages).
     pub list_files: Vec<PathBuf>,
     /// The content hash of the config file and of each list file, as this config was built
@@ -366,6 +375,7 @@ impl Validator<'_> {
                 uses_host: rule_set.uses_host,
                 profile_from: rule_set.profile_from,
             },
+            list_sources: lists.sources,
             defense,
             client_ip,
             list_files: std::mem::take(&mut self.list_files),

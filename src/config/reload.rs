@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{RawConfig, Validator, S};
+use super::{format_duration, RawConfig, Validator, S};
 
 /// `reload:`: how file changes are noticed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,24 @@ pub struct ReloadSettings {
     /// How often file stamps are checked even without a notification (default 2 s); every
     /// 15th check hashes the content, to catch a change that kept size and mtime.
     pub poll_interval: Duration,
+}
+
+/// `reload:` as `sekisho config` prints it.
+#[derive(Serialize)]
+pub(super) struct EffectiveReload {
+    watch: bool,
+    debounce: String,
+    poll_interval: String,
+}
+
+impl ReloadSettings {
+    pub(super) fn effective(&self) -> EffectiveReload {
+        EffectiveReload {
+            watch: self.watch,
+            debounce: format_duration(self.debounce),
+            poll_interval: format_duration(self.poll_interval),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use bytes::Bytes;
 use http::HeaderName;
 use regex::{Regex, RegexBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{codes, ConfigError, RawConfig, RawMode, Validator, S};
 use crate::engine::{
@@ -530,6 +530,106 @@ impl Validator<'_> {
             }
         }
         out
+    }
+}
+
+/// A rule as `sekisho config` prints it: every field, defaults included.
+#[derive(Serialize)]
+pub(super) struct EffectiveRule {
+    name: String,
+    mode: &'static str,
+    /// The conditions given; none (`{}`) matches every request.
+    #[serde(rename = "match")]
+    matcher: EffectiveMatch,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<EffectiveLimit>,
+    response: EffectiveResponse,
+}
+
+#[derive(Serialize)]
+struct EffectiveMatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_prefix: Option<String>,
+    /// The source of the compiled regex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_regex: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    methods: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    country: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    country_not: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct EffectiveLimit {
+    rate: String,
+    burst: u32,
+    key: String,
+}
+
+#[derive(Serialize)]
+struct EffectiveResponse {
+    status: u16,
+    body: String,
+    /// Limits only (a deny rule has no time to wait for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<bool>,
+}
+
+/// `rules` (or `under_attack.rules`), in order.
+pub(super) fn effective(rules: &[Rule]) -> Vec<EffectiveRule> {
+    rules.iter().map(effective_rule).collect()
+}
+
+fn effective_rule(r: &Rule) -> EffectiveRule {
+    let m = &r.matcher;
+    let countries =
+        |list: &[crate::engine::Country]| list.iter().map(|c| c.as_str().into()).collect();
+    let limit = match &r.kind {
+        RuleKind::Deny => None,
+        RuleKind::Limit(l) => Some(EffectiveLimit {
+            rate: l.quota.rate(),
+            burst: l.quota.burst().get(),
+            key: match &l.key {
+                KeyKind::Ip => "ip".into(),
+                KeyKind::IpPath => "ip_path".into(),
+                KeyKind::Country => "country".into(),
+                KeyKind::Header(h) => format!("header:{h}"),
+            },
+        }),
+    };
+    EffectiveRule {
+        name: r.name.clone(),
+        mode: r.mode.as_str(),
+        matcher: EffectiveMatch {
+            path: m.path.clone(),
+            path_prefix: m.path_prefix.clone(),
+            path_regex: m.path_regex.as_ref().map(|re| re.as_str().into()),
+            methods: m.methods.clone(),
+            host: m.host.as_ref().map(|h| match h {
+                HostMatch::Exact(h) => h.clone(),
+                HostMatch::Suffix(s) => format!("*{s}"),
+            }),
+            user_agent: m.user_agent.as_ref().map(|re| re.as_str().into()),
+            country: countries(&m.country),
+            country_not: countries(&m.country_not),
+        },
+        action: limit.is_none().then_some("deny"),
+        response: EffectiveResponse {
+            status: r.response.status,
+            body: String::from_utf8_lossy(&r.response.body).into_owned(),
+            retry_after: limit.is_some().then_some(r.response.retry_after),
+        },
+        limit,
     }
 }
 

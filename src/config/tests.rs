@@ -734,3 +734,48 @@ fn the_country_database_is_compared_with_the_content_it_was_loaded_from() {
         config.loaded_hashes
     );
 }
+
+#[test]
+fn list_sources_are_kept_when_the_sets_come_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("deny.txt"),
+        "203.0.113.0/24\n2001:db8::/32\n",
+    )
+    .unwrap();
+    let path = dir.path().join("s.yaml");
+    std::fs::write(
+        &path,
+        "upstreams: [\"127.0.0.1:8000\"]\nbans: { state_file: off }\n\
+         client_ip: { trusted_proxies: [\"10.0.0.1\"] }\n\
+         lists: { allow: { cidrs: [\"192.0.2.1\"] }, deny: { files: [deny.txt], mode: count } }\n",
+    )
+    .unwrap();
+    let slots = SlotRegistry::default();
+    let mut cache = ListCache::default();
+    let first = load_cached(&path, &slots, &mut cache).unwrap();
+    let again = load_cached(&path, &slots, &mut cache).unwrap();
+    let want = ListSources {
+        allow: ListSource {
+            cidrs: vec!["192.0.2.1/32".parse().unwrap()],
+            files: vec![],
+        },
+        deny: ListSource {
+            cidrs: vec![],
+            files: vec![ListFile {
+                path: dir.path().join("deny.txt"),
+                entries: 2,
+            }],
+        },
+    };
+    assert_eq!(first.list_sources, want);
+    assert_eq!(again.list_sources, want);
+    assert_eq!(
+        first.client_ip.trusted,
+        vec!["10.0.0.1/32".parse().unwrap()]
+    );
+    let text = first.effective().unwrap();
+    assert_eq!(again.effective().unwrap(), text);
+    assert!(text.contains(" # 2 entries\n    mode: count\n"), "{text}");
+    assert!(text.contains("\n  state_file: \"off\"\n"), "{text}");
+}

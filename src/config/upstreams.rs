@@ -4,9 +4,11 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use http::HeaderName;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Commented;
 
-use super::{ConfigError, RawConfig, Validator, S};
+use super::effective::{maybe, Maybe};
+use super::{format_duration, Config, ConfigError, RawConfig, Validator, S};
 
 /// One upstream peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,41 @@ pub struct RawUpstreamOptions {
     pub forwarded_headers: Option<S<bool>>,
     pub forwarded: Option<S<bool>>,
     pub country_header: Option<S<String>>,
+}
+
+/// `upstream_options:` as `sekisho config` prints it.
+#[derive(Serialize)]
+pub(super) struct EffectiveUpstreamOptions {
+    connect_timeout: String,
+    read_timeout: String,
+    write_timeout: String,
+    idle_timeout: String,
+    down_for: String,
+    pool_size: usize,
+    forwarded_headers: bool,
+    forwarded: bool,
+    country_header: Maybe<String>,
+}
+
+/// `upstreams:` as written, each with the address it resolved to as a comment, and
+/// `upstream_options:`.
+pub(super) fn effective(c: &Config) -> (Vec<Commented<String>>, EffectiveUpstreamOptions) {
+    let upstreams = (c.upstreams.iter())
+        .map(|u| Commented(u.name.clone(), format!("resolved to {} at load", u.addr)))
+        .collect();
+    let o = &c.upstream_options;
+    let options = EffectiveUpstreamOptions {
+        connect_timeout: format_duration(o.connect_timeout),
+        read_timeout: format_duration(o.read_timeout),
+        write_timeout: format_duration(o.write_timeout),
+        idle_timeout: format_duration(o.idle_timeout),
+        down_for: format_duration(o.down_for),
+        pool_size: o.pool_size,
+        forwarded_headers: o.forwarded_headers,
+        forwarded: o.forwarded,
+        country_header: maybe(o.country_header.as_ref().map(|(w, _)| w.clone()), "none"),
+    };
+    (upstreams, options)
 }
 
 impl Validator<'_> {

@@ -93,10 +93,9 @@ impl Quota {
     pub fn burst(&self) -> NonZeroU32 {
         self.burst
     }
-}
 
-impl fmt::Display for Quota {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// The rate as [`Quota::parse_rate`] reads it: `10/s`, `300/min`, `5000/h`, `7/d`.
+    pub fn rate(&self) -> String {
         let unit = match self.period_secs {
             1 => "s".to_string(),
             60 => "min".to_string(),
@@ -104,7 +103,13 @@ impl fmt::Display for Quota {
             86_400 => "d".to_string(),
             p => format!("{p}s"),
         };
-        write!(f, "{}/{unit} burst {}", self.count, self.burst)
+        format!("{}/{unit}", self.count)
+    }
+}
+
+impl fmt::Display for Quota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} burst {}", self.rate(), self.burst)
     }
 }
 

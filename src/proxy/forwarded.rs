@@ -237,6 +237,7 @@ mod tests {
             trusted_proxies: IpSet::new([parse_net("10.0.0.0/8").expect("net")]),
             header: HeaderName::from_static("x-forwarded-for"),
             ipv6_prefix: 64,
+            trusted: vec![parse_net("10.0.0.0/8").expect("net")],
         }
     }
 

@@ -156,10 +156,12 @@ mod tests {
     use http::HeaderValue;
 
     fn policy(trusted: &[&str]) -> ClientIp {
+        let trusted: Vec<_> = trusted.iter().map(|s| parse_net(s).unwrap()).collect();
         ClientIp {
-            trusted_proxies: IpSet::new(trusted.iter().map(|s| parse_net(s).unwrap())),
+            trusted_proxies: IpSet::new(trusted.iter().copied()),
             header: HeaderName::from_static("x-forwarded-for"),
             ipv6_prefix: 64,
+            trusted,
         }
     }
 
