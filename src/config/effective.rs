@@ -18,7 +18,8 @@ use serde::Serialize;
 use serde_saphyr::Commented;
 
 use super::{
-    access_log, admin, client_ip, defense, geo, listen, lists, reload, rules, upstreams, Config,
+    access_log, admin, client_ip, connections, defense, geo, listen, lists, reload, rules,
+    upstreams, Config,
 };
 use crate::metrics::line_writer::Target;
 
@@ -65,6 +66,7 @@ struct Effective {
     access_log: Maybe<access_log::EffectiveAccessLog>,
     metrics: admin::EffectiveMetrics,
     reload: reload::EffectiveReload,
+    connections: connections::EffectiveConnections,
     rules: Vec<rules::EffectiveRule>,
     bans: defense::EffectiveBans,
     autoban: Vec<defense::EffectiveAutoban>,
@@ -99,6 +101,7 @@ impl Config {
             ),
             metrics,
             reload: self.reload.effective(),
+            connections: self.connections.effective(),
             rules: rules::effective(self.policy.rules.get(..profile_from).unwrap_or(&[])),
             bans,
             autoban,

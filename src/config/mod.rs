@@ -33,6 +33,7 @@ mod admin;
 mod cache;
 mod client_ip;
 mod codes;
+mod connections;
 mod defense;
 mod effective;
 mod error;
@@ -60,6 +61,7 @@ pub use access_log::AccessLogSettings;
 pub use admin::{DecisionLogSettings, DEFAULT_ADMIN_PORT};
 pub use cache::{content_hash, FileStamp, ListCache};
 pub use client_ip::ClientIp;
+pub use connections::ConnectionSettings;
 pub use error::{field_path_at, ConfigError, ConfigErrors, ConfigWarning};
 pub use geo::GeoSettings;
 pub use lists::{ListFile, ListSource, ListSources};
@@ -106,6 +108,8 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// `reload:`.
     pub reload: ReloadSettings,
+    /// `connections:` (restart to change).
+    pub connections: ConnectionSettings,
     /// `geo:`.
     pub geo: GeoSettings,
     /// `decision_log:` (restart to change).
@@ -146,6 +150,7 @@ pub struct RawConfig {
     pub access_log: Option<access_log::RawAccessLog>,
     pub metrics: Option<admin::RawMetrics>,
     pub reload: Option<reload::RawReload>,
+    pub connections: Option<connections::RawConnections>,
     #[serde(default)]
     pub rules: Vec<rules::RawRule>,
     pub bans: Option<defense::RawBans>,
@@ -342,6 +347,7 @@ impl Validator<'_> {
         let lists = self.lists(raw.lists.as_ref());
         let admin_listen = self.admin_listen(&raw);
         let reload = self.reload(&raw);
+        let connections = self.connections(&raw);
         let geo = self.geo(raw.geo.as_ref());
         let decision_log = self.decision_log(&raw);
         let access_log = self.access_log(&raw);
@@ -355,6 +361,7 @@ impl Validator<'_> {
             access_log,
             admin_listen,
             reload,
+            connections,
             path: self.file.clone(),
             listen: process.listen,
             threads: process.threads,

@@ -779,3 +779,43 @@ fn list_sources_are_kept_when_the_sets_come_from_the_cache() {
     assert!(text.contains(" # 2 entries\n    mode: count\n"), "{text}");
     assert!(text.contains("\n  state_file: \"off\"\n"), "{text}");
 }
+
+#[test]
+fn connections_parse_with_defaults_and_name_their_errors() {
+    let c = parse_str("upstreams: [\"127.0.0.1:8000\"]\n").unwrap();
+    assert_eq!(c.connections, ConnectionSettings::default());
+    assert_eq!(
+        (
+            c.connections.header_timeout,
+            c.connections.idle_timeout,
+            c.connections.max_requests_per_connection
+        ),
+        (Duration::from_secs(10), Duration::from_secs(60), 10_000)
+    );
+    let c = parse_str(
+        "upstreams: [\"127.0.0.1:8000\"]\nconnections: { header_timeout: 3s, idle_timeout: 5m, max_requests_per_connection: 1 }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            c.connections.header_timeout,
+            c.connections.idle_timeout,
+            c.connections.max_requests_per_connection
+        ),
+        (Duration::from_secs(3), Duration::from_secs(300), 1)
+    );
+    let errors = errors(
+        "upstreams: [\"127.0.0.1:8000\"]\nconnections: { header_timeout: 0s, idle_timeout: 2d, max_requests_per_connection: 0 }\n",
+    );
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    for (want, e) in [
+        "t.yaml:2:32: connections.header_timeout: ",
+        "t.yaml:2:50: connections.idle_timeout: ",
+        "t.yaml:2:83: connections.max_requests_per_connection: must be at least 1",
+    ]
+    .iter()
+    .zip(&errors)
+    {
+        assert!(e.starts_with(want), "{e:?} does not start with {want:?}");
+    }
+}

@@ -34,6 +34,12 @@ pub struct Metrics {
     pub upstream_duration: Histogram,
     /// `sekisho_reloads_total{result}`.
     pub reloads: IntCounterVec,
+    /// `sekisho_connections_closed_total{reason}`: client connections sekisho closed itself.
+    pub connections_closed: IntCounterVec,
+    /// `connections_closed` for `header_timeout` and `idle`, resolved once.
+    pub closed_header_timeout: IntCounter,
+    /// See [`Metrics::closed_header_timeout`].
+    pub closed_idle: IntCounter,
     /// `sekisho_last_reload_success_timestamp_seconds`.
     pub last_reload_success: IntGauge,
     /// `sekisho_start_time_seconds`: when the process started.
@@ -262,6 +268,14 @@ impl Metrics {
             "Requests the under-attack profile would have refused while it was off, by profile rule.",
             &["rule"],
         );
+        let connections_closed = counter_vec(
+            &r,
+            "sekisho_connections_closed_total",
+            "Client connections sekisho closed itself, by reason (header_timeout: the request head did not arrive in connections.header_timeout; idle: a kept-alive connection waited connections.idle_timeout).",
+            &["reason"],
+        );
+        let closed_header_timeout = connections_closed.with_label_values(&["header_timeout"]);
+        let closed_idle = connections_closed.with_label_values(&["idle"]);
         // Every series with labels from a fixed set starts at 0, so that `increase()` in an
         // alert sees the first event after a start (a series born at 1 has no sample before it).
         for result in ["ok", "error"] {
@@ -295,6 +309,9 @@ impl Metrics {
             upstream_errors,
             upstream_duration,
             reloads,
+            connections_closed,
+            closed_header_timeout,
+            closed_idle,
             last_reload_success: gauge(
                 &r,
                 "sekisho_last_reload_success_timestamp_seconds",

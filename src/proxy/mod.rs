@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::protocols::http::ServerSession;
@@ -202,9 +202,14 @@ impl State {
     }
 }
 
+/// Marks a connection kept alive after a response (a zero-sized box: no allocation).
+struct KeptAlive;
+
 /// The proxy: a Pingora HTTP application that judges each request and forwards what passes.
 pub struct Sekisho {
     state: Arc<State>,
+    /// Pingora's per-connection options: `connections.max_requests_per_connection`.
+    options: HttpServerOptions,
     /// Set when the service stops listening; idle keep-alive clients are then let go.
     stopping: AtomicBool,
     stop: Notify,
@@ -213,8 +218,20 @@ pub struct Sekisho {
 impl Sekisho {
     /// A proxy over shared state.
     pub fn new(state: Arc<State>) -> Self {
+        let mut options = HttpServerOptions::default();
+        // Pingora counts reuses: the first request is not one
+        options.keepalive_request_limit = Some(
+            state
+                .snapshot
+                .load()
+                .config
+                .connections
+                .max_requests_per_connection
+                .saturating_sub(1),
+        );
         Self {
             state,
+            options,
             stopping: AtomicBool::new(false),
             stop: Notify::new(),
         }
@@ -249,11 +266,35 @@ impl HttpServerApp for Sekisho {
         mut session: ServerSession,
         _shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        let limits = self.state.snapshot.load().config.connections.clone();
+        // Set by the previous request on this connection: this one follows a kept-alive wait.
+        let kept_alive = session.take_connection_user_context().is_some();
+        if session.get_keepalive().is_some() {
+            // Pingora's own wait for the next request, and the per-read limit while reading it
+            session.set_keepalive(Some(limits.idle_timeout.as_secs().max(1)));
+        }
+        // The whole head, not each read: a head trickled a byte at a time is cut at the limit.
+        let head_within = if kept_alive {
+            limits.idle_timeout + limits.header_timeout
+        } else {
+            limits.header_timeout
+        };
+        let started = std::time::Instant::now();
         let read = tokio::select! {
             biased; // a request already buffered is served before the stop is noticed
-            read = session.read_request() => read,
+            read = tokio::time::timeout(head_within, session.read_request()) => match read {
+                Ok(read) => read,
+                Err(_) => {
+                    self.state.metrics.closed_header_timeout.inc();
+                    return None;
+                }
+            },
             _ = self.stop.notified() => return None,
         };
+        if matches!(read, Ok(false)) && kept_alive && started.elapsed() >= limits.idle_timeout {
+            // Pingora let the kept-alive connection go after idle_timeout without a byte
+            self.state.metrics.closed_idle.inc();
+        }
         match read {
             Ok(true) => {}
             Ok(false) => return None,
@@ -297,11 +338,16 @@ impl HttpServerApp for Sekisho {
         };
         self.logging(&session, &ctx);
         done.ok()?;
-        let settings = HttpPersistentSettings::for_session(&session);
+        let mut settings = HttpPersistentSettings::for_session(&session);
+        settings.set_user_context(Box::new(KeptAlive));
         match session.finish().await {
             Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
             _ => None,
         }
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
     }
 
     async fn http_cleanup(&self) {

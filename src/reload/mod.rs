@@ -166,6 +166,9 @@ fn warn_restart_only(o: &config::Config, n: &config::Config) {
     if n.decision_log != o.decision_log {
         changed.push("decision_log");
     }
+    if n.connections.max_requests_per_connection != o.connections.max_requests_per_connection {
+        changed.push("connections.max_requests_per_connection");
+    }
     let (nd, od) = (&n.defense, &o.defense);
     if nd.state_file != od.state_file
         || nd.max_bans != od.max_bans

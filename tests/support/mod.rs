@@ -413,6 +413,12 @@ impl Conn {
         })
     }
 
+    /// The connection itself (what was buffered of it is dropped), to watch it close.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn into_stream(self) -> TcpStream {
+        self.reader.into_inner()
+    }
+
     /// Sends one request and reads its response.
     pub fn request(
         &mut self,

@@ -1,0 +1,130 @@
+//! `connections:` over real sockets: a trickled request head is cut at `header_timeout` (the
+//! whole head, not each read), an idle kept-alive connection is closed at `idle_timeout`, and
+//! a connection is closed after `max_requests_per_connection` requests. Other clients are
+//! served meanwhile. No assert on elapsed time: each test waits (with a generous guard) for the
+//! proxy to close the connection, and checks how much it had been sent when it did.
+
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::{get_from, metric_value, Conn, Origin, Proxy};
+
+/// A guard against a hang, not a timing claim.
+const GUARD: Duration = Duration::from_secs(30);
+
+/// Whether the peer has closed `s` (EOF or reset), polling for up to `wait`.
+fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 512];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!(
+            "unexpected answer: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+        Err(_) => true, // reset
+    }
+}
+
+fn closed(proxy: &Proxy, reason: &str) -> f64 {
+    let text = get_from(None, proxy.admin_addr(), "/metrics").text();
+    metric_value(
+        &text,
+        "sekisho_connections_closed_total",
+        &[("reason", reason)],
+    )
+    .unwrap_or_else(|| panic!("no closed series for {reason}:\n{text}"))
+}
+
+#[test]
+fn a_trickled_head_is_cut_at_header_timeout_while_others_are_served() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&format!(
+        "{}connections: {{ header_timeout: 1s }}\n",
+        origin.upstreams()
+    ));
+    assert_eq!(closed(&proxy, "header_timeout"), 0.0);
+    let head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut slow = TcpStream::connect(proxy.addr()).unwrap();
+    // one byte every 100 ms: each read is quick, so a per-read timeout never fires; the whole
+    // head would take several seconds
+    let start = Instant::now();
+    let (mut sent, mut others) = (0, 0);
+    let cut = loop {
+        if sent == head.len() {
+            break false;
+        }
+        if slow.write_all(&head[sent..=sent]).is_err() {
+            break true;
+        }
+        sent += 1;
+        if closed_within(&mut slow, Duration::from_millis(100)) {
+            break true;
+        }
+        assert!(start.elapsed() < GUARD, "still open after {GUARD:?}");
+        // another client is served while the slow one trickles
+        if sent % 5 == 0 {
+            assert_eq!(get_from(None, proxy.addr(), "/").status, 200);
+            others += 1;
+        }
+    };
+    assert!(cut, "the whole head ({} bytes) was accepted", head.len());
+    assert!(
+        sent < head.len(),
+        "cut after {sent} of {} bytes",
+        head.len()
+    );
+    assert!(sent > 1, "cut before the trickle started ({sent} bytes)");
+    assert_eq!(closed(&proxy, "header_timeout"), 1.0);
+    assert!(others > 0, "no other client was tried");
+    assert_eq!(origin.hits(), others, "the slow request reached the origin");
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_at_idle_timeout() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&format!(
+        "{}connections: {{ idle_timeout: 1s }}\n",
+        origin.upstreams()
+    ));
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+    assert_eq!(c.request("GET", "/", &[], b"").unwrap().status, 200);
+    let mut s = c.into_stream();
+    assert!(
+        closed_within(&mut s, GUARD),
+        "the idle connection was kept past {GUARD:?}"
+    );
+    assert_eq!(closed(&proxy, "idle"), 1.0);
+    // a connection that keeps asking is not idle
+    let mut busy = Conn::open(None, proxy.addr()).unwrap();
+    for _ in 0..5 {
+        assert_eq!(busy.request("GET", "/", &[], b"").unwrap().status, 200);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_connection_is_closed_after_max_requests_per_connection() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&format!(
+        "{}connections: {{ max_requests_per_connection: 3 }}\n",
+        origin.upstreams()
+    ));
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+    for i in 1..=3 {
+        let r = c.request("GET", "/", &[], b"").unwrap();
+        assert_eq!(r.status, 200);
+        let close = r
+            .headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+        assert_eq!(close, i == 3, "request {i}: {:?}", r.headers);
+    }
+    let mut s = c.into_stream();
+    let _ = s.shutdown(Shutdown::Write);
+    assert!(closed_within(&mut s, GUARD), "still open after 3 requests");
+}
