@@ -1,6 +1,7 @@
 //! `connections:` over real sockets: a trickled request head is cut at `header_timeout` (the
 //! whole head, not each read), an idle kept-alive connection is closed at `idle_timeout`, and
-//! a connection is closed after `max_requests_per_connection` requests. Other clients are
+//! a connection is closed after `max_requests_per_connection` requests; requests pipelined on
+//! one connection are each judged and answered in order. Other clients are
 //! served meanwhile. No assert on elapsed time: each test waits (with a generous guard) for the
 //! proxy to close the connection, and checks how much it had been sent when it did.
 
@@ -127,4 +128,59 @@ fn a_connection_is_closed_after_max_requests_per_connection() {
     let mut s = c.into_stream();
     let _ = s.shutdown(Shutdown::Write);
     assert!(closed_within(&mut s, GUARD), "still open after 3 requests");
+}
+
+#[test]
+fn pipelined_requests_are_each_judged_and_answered_in_order() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&format!(
+        "{}rules:\n  - name: no-x\n    match: {{ path_prefix: /x }}\n    action: deny\n",
+        origin.upstreams()
+    ));
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+    // three requests in one write: allowed, refused, allowed (a body on the first)
+    c.send_raw(
+        b"POST /a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\
+          GET /x HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /b HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    let statuses: Vec<(u16, String)> = (0..3)
+        .map(|i| {
+            let r = c.response().unwrap_or_else(|e| panic!("response {i}: {e}"));
+            (r.status, String::from_utf8_lossy(&r.body).into_owned())
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (200, "hello".to_string()),
+            (403, "Forbidden\n".to_string()),
+            (200, "ok\n".to_string())
+        ]
+    );
+    assert_eq!(origin.hits(), 2, "the origin sees exactly the allowed two");
+    // and the connection is still usable
+    assert_eq!(c.get("/c").unwrap().status, 200);
+    assert_eq!(origin.hits(), 3);
+
+    // a refused request with a body: its body is never parsed as a request; the connection
+    // closes after the refusal and what followed is not served
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+    c.send_raw(
+        b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /b HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    let r = c.response().unwrap();
+    assert_eq!(r.status, 403);
+    assert!(
+        c.response().is_err(),
+        "served a request after a refused body"
+    );
+    assert_eq!(
+        origin.hits(),
+        3,
+        "the origin saw the smuggled or following request"
+    );
 }

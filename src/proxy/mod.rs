@@ -266,6 +266,9 @@ impl HttpServerApp for Sekisho {
         mut session: ServerSession,
         _shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        // RFC 9112 §9.3.2: requests pipelined on a connection are each read, judged and
+        // answered in order (Pingora keeps the bytes read past this request for the next)
+        session.set_pipelining_enabled(true);
         let limits = self.state.snapshot.load().config.connections.clone();
         // Set by the previous request on this connection: this one follows a kept-alive wait.
         let kept_alive = session.take_connection_user_context().is_some();

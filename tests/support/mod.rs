@@ -447,6 +447,16 @@ impl Conn {
     pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
         self.request("GET", path, &[], b"")
     }
+
+    /// Writes `bytes` as they are (several requests at once, a malformed one).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
+    }
+
+    /// Reads the next response (to a request sent with [`Conn::send_raw`]).
+    pub fn response(&mut self) -> std::io::Result<Response> {
+        read_response(&mut self.reader, false)
+    }
 }
 
 fn read_response(r: &mut BufReader<TcpStream>, head: bool) -> std::io::Result<Response> {
