@@ -184,3 +184,64 @@ fn pipelined_requests_are_each_judged_and_answered_in_order() {
         "the origin saw the smuggled or following request"
     );
 }
+
+#[test]
+fn ambiguous_framing_gets_400_and_a_closed_connection_and_never_reaches_the_origin() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&origin.upstreams());
+    let cases: [&[u8]; 9] = [
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ];
+    for request in cases {
+        let text = String::from_utf8_lossy(request);
+        let mut c = Conn::open(None, proxy.addr()).unwrap();
+        c.send_raw(request).unwrap();
+        // what follows on the connection must not be served either
+        let _ = c.send_raw(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n");
+        let r = c.response().unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!(r.status, 400, "{text:?}");
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v == "close"),
+            "{text:?}: {:?}",
+            r.headers
+        );
+        assert!(c.response().is_err(), "{text:?}: a next request was served");
+        assert_eq!(origin.hits(), 0, "{text:?} reached the origin");
+    }
+    let metrics = get_from(None, proxy.admin_addr(), "/metrics").text();
+    let count = |reason: &str| {
+        metric_value(
+            &metrics,
+            "sekisho_malformed_requests_total",
+            &[("reason", reason)],
+        )
+        .unwrap_or_else(|| panic!("no series for {reason}"))
+    };
+    assert_eq!(count("content_length_and_transfer_encoding"), 1.0);
+    assert_eq!(count("content_length"), 2.0);
+    // Pingora's parser refuses some heads itself (`unparsable`); either way each request is
+    // counted once
+    assert_eq!(
+        count("transfer_encoding") + count("host") + count("unparsable"),
+        6.0,
+        "{metrics}"
+    );
+    // a plain chunked body still goes through
+    let mut c = Conn::open(None, proxy.addr()).unwrap();
+    c.send_raw(
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(c.response().unwrap().status, 200);
+    assert_eq!(origin.hits(), 1);
+}

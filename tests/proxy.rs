@@ -242,9 +242,17 @@ fn rules_see_through_evasions() {
         s.read_to_end(&mut out).unwrap();
         String::from_utf8_lossy(&out).into_owned()
     };
-    // absolute-form target without Host: its authority is the host
-    let out = raw(b"GET http://admin.example.com/ HTTP/1.1\r\nConnection: close\r\n\r\n");
+    // absolute-form target: its authority is the host (a Host that differs is refused: 400)
+    let out = raw(
+        b"GET http://admin.example.com/ HTTP/1.1\r\nHost: admin.example.com\r\nConnection: close\r\n\r\n",
+    );
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    let out =
+        raw(b"GET http://admin.example.com/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    // without Host at all, an HTTP/1.1 request is refused whatever its target (§3.2: 400)
+    let out = raw(b"GET http://admin.example.com/ HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     // a non-ASCII byte in User-Agent does not hide the tool's name
     let out = raw(
         b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: sqlmap/1.7\xff\r\nConnection: close\r\n\r\n",

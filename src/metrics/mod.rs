@@ -17,6 +17,17 @@ use prometheus::{
 use crate::engine::Mode;
 use crate::engine::{Country, Policy, RuleKind};
 
+/// The `reason`s of `sekisho_malformed_requests_total` (the proxy's framing checks name them).
+pub const MALFORMED_REASONS: [&str; 4] = [
+    "content_length_and_transfer_encoding",
+    "content_length",
+    "transfer_encoding",
+    "host",
+];
+
+/// The `reason` of `sekisho_malformed_requests_total` for a head Pingora's parser refused.
+pub const UNPARSABLE: &str = "unparsable";
+
 /// Every metric sekisho exports.
 pub struct Metrics {
     registry: Registry,
@@ -36,6 +47,8 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `sekisho_connections_closed_total{reason}`: client connections sekisho closed itself.
     pub connections_closed: IntCounterVec,
+    /// `sekisho_malformed_requests_total{reason}`: requests refused for ambiguous framing.
+    pub malformed_requests: IntCounterVec,
     /// `connections_closed` for `header_timeout` and `idle`, resolved once.
     pub closed_header_timeout: IntCounter,
     /// See [`Metrics::closed_header_timeout`].
@@ -274,6 +287,15 @@ impl Metrics {
             "Client connections sekisho closed itself, by reason (header_timeout: the request head did not arrive in connections.header_timeout; idle: a kept-alive connection waited connections.idle_timeout).",
             &["reason"],
         );
+        let malformed_requests = counter_vec(
+            &r,
+            "sekisho_malformed_requests_total",
+            "Requests answered 400 and their connection closed for ambiguous framing, by reason (content_length_and_transfer_encoding, content_length, transfer_encoding, host; unparsable: a head the HTTP parser refused).",
+            &["reason"],
+        );
+        for why in MALFORMED_REASONS.iter().chain(&[UNPARSABLE]) {
+            malformed_requests.with_label_values(&[why]);
+        }
         let closed_header_timeout = connections_closed.with_label_values(&["header_timeout"]);
         let closed_idle = connections_closed.with_label_values(&["idle"]);
         // Every series with labels from a fixed set starts at 0, so that `increase()` in an
@@ -310,6 +332,7 @@ impl Metrics {
             upstream_duration,
             reloads,
             connections_closed,
+            malformed_requests,
             closed_header_timeout,
             closed_idle,
             last_reload_success: gauge(

@@ -6,6 +6,7 @@
 
 mod forward;
 mod forwarded;
+pub mod framing;
 mod identity;
 mod local;
 mod request_id;
@@ -303,6 +304,11 @@ impl HttpServerApp for Sekisho {
             Ok(false) => return None,
             Err(e) => {
                 if e.etype == ErrorType::InvalidHTTPHeader {
+                    self.state
+                        .metrics
+                        .malformed_requests
+                        .with_label_values(&[crate::metrics::UNPARSABLE])
+                        .inc();
                     session.set_keepalive(None);
                     let _ = local::answer(&mut session, 400).await;
                 }
@@ -312,6 +318,26 @@ impl HttpServerApp for Sekisho {
         }
         if self.stopping.load(Ordering::Acquire) {
             session.set_keepalive(None);
+        }
+        let head = session.req_header();
+        // only when Transfer-Encoding is there (rare) is the raw head looked at
+        let stripped_length = head.headers.contains_key(http::header::TRANSFER_ENCODING)
+            && session
+                .as_http1()
+                .is_some_and(|h1| framing::names_content_length(&h1.get_headers_raw_bytes()));
+        let head = session.req_header();
+        if let Some(why) = framing::check(head.version, &head.headers, stripped_length) {
+            // before any rule and before the origin: a length two parsers could read
+            // differently is how requests are smuggled past a proxy
+            self.state
+                .metrics
+                .malformed_requests
+                .with_label_values(&[why.as_str()])
+                .inc();
+            session.set_keepalive(None);
+            let _ = local::answer(&mut session, 400).await;
+            session.shutdown().await;
+            return None;
         }
         let snapshot = self.state.snapshot.load_full();
         let client = resolve(

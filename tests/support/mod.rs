@@ -386,6 +386,11 @@ impl Response {
 /// A keep-alive HTTP/1.1 connection from a chosen source address.
 pub struct Conn {
     reader: BufReader<TcpStream>,
+    from: Option<String>,
+    to: SocketAddr,
+    /// The last response said `Connection: close`: the next request opens a new connection,
+    /// as any client does.
+    closing: bool,
 }
 
 impl Conn {
@@ -410,6 +415,9 @@ impl Conn {
         stream.set_nodelay(true)?;
         Ok(Self {
             reader: BufReader::new(stream),
+            from: from.map(str::to_string),
+            to,
+            closing: false,
         })
     }
 
@@ -438,10 +446,17 @@ impl Conn {
             req.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         req.push_str("\r\n");
+        if self.closing {
+            *self = Self::open(self.from.as_deref(), self.to)?;
+        }
         let stream = self.reader.get_mut();
         stream.write_all(req.as_bytes())?;
         stream.write_all(body)?;
-        read_response(&mut self.reader, method == "HEAD")
+        let r = read_response(&mut self.reader, method == "HEAD")?;
+        self.closing = r
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        Ok(r)
     }
 
     pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
