@@ -245,3 +245,59 @@ fn ambiguous_framing_gets_400_and_a_closed_connection_and_never_reaches_the_orig
     assert_eq!(c.response().unwrap().status, 200);
     assert_eq!(origin.hits(), 1);
 }
+
+fn refused(proxy: &Proxy, reason: &str) -> f64 {
+    let text = get_from(None, proxy.admin_addr(), "/metrics").text();
+    metric_value(
+        &text,
+        "sekisho_connections_refused_total",
+        &[("reason", reason)],
+    )
+    .unwrap_or_else(|| panic!("no refused series for {reason}:\n{text}"))
+}
+
+/// Whether a new connection from `from` gets an answer to one request.
+fn served(proxy: &Proxy, from: &str) -> bool {
+    Conn::open(Some(from), proxy.addr())
+        .and_then(|mut c| c.get("/"))
+        .is_ok_and(|r| r.status == 200)
+}
+
+#[test]
+fn new_connections_per_client_hold_exactly_and_trusted_proxies_are_exempt() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&format!(
+        "{}client_ip: {{ trusted_proxies: [127.0.0.9/32] }}\nconnections: {{ per_client: {{ rate: 1/h, burst: 3 }} }}\n",
+        origin.upstreams()
+    ));
+    assert_eq!(refused(&proxy, "client_rate"), 0.0);
+    for i in 0..3 {
+        assert!(
+            served(&proxy, "127.0.0.7"),
+            "connection {i} within the burst"
+        );
+    }
+    assert!(!served(&proxy, "127.0.0.7"), "a fourth connection got in");
+    assert!(!served(&proxy, "127.0.0.7"), "a fifth connection got in");
+    assert_eq!(refused(&proxy, "client_rate"), 2.0);
+    assert_eq!(origin.hits(), 3, "a refused connection reached the origin");
+    // another client has its own bucket; a trusted proxy has none
+    assert!(served(&proxy, "127.0.0.8"));
+    for i in 0..6 {
+        assert!(served(&proxy, "127.0.0.9"), "trusted proxy connection {i}");
+    }
+    assert_eq!(refused(&proxy, "client_rate"), 2.0);
+}
+
+#[test]
+fn count_mode_refuses_no_connection_but_counts_it() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&format!(
+        "{}connections: {{ per_client: {{ rate: 1/h, burst: 2 }}, mode: count }}\n",
+        origin.upstreams()
+    ));
+    for i in 0..5 {
+        assert!(served(&proxy, "127.0.0.7"), "connection {i}");
+    }
+    assert_eq!(refused(&proxy, "client_rate"), 3.0);
+}

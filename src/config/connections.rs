@@ -1,11 +1,14 @@
 //! `connections:`: limits on client connections themselves, for attacks that never finish a
 //! request for the rules to judge (a slowloris trickling its head, idle keep-alive hoarding).
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{format_duration, RawConfig, Validator, S};
+use super::{format_duration, RawConfig, RawMode, Validator, S};
+use crate::engine::Mode;
+use crate::limiter::Quota;
 
 /// `connections:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +22,17 @@ pub struct ConnectionSettings {
     /// Requests served on one connection before it is closed (default 10 000; nginx's
     /// `keepalive_requests` is 1000).
     pub max_requests_per_connection: u32,
+    /// `per_client.rate` and `burst`: new connections per second of one client (its socket
+    /// peer: an IPv4 address, or its `client_ip.ipv6_prefix` network; trusted proxies are
+    /// exempt), as a token bucket (default 50/s, burst 200); `None` for `rate: off`.
+    pub per_client_rate: Option<Quota>,
+    /// `mode`: `count` refuses no connection but counts what it would have refused.
+    pub mode: Mode,
+}
+
+/// The default `per_client` bucket: 50 new connections a second, 200 at once.
+fn default_client_rate() -> Option<Quota> {
+    Quota::new(NonZeroU32::new(50)?, 1, NonZeroU32::new(200)?)
 }
 
 impl Default for ConnectionSettings {
@@ -27,6 +41,8 @@ impl Default for ConnectionSettings {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_requests_per_connection: 10_000,
+            per_client_rate: default_client_rate(),
+            mode: Mode::Enforce,
         }
     }
 }
@@ -37,6 +53,15 @@ pub(super) struct EffectiveConnections {
     header_timeout: String,
     idle_timeout: String,
     max_requests_per_connection: u32,
+    per_client: EffectivePerClient,
+    mode: &'static str,
+}
+
+#[derive(Serialize)]
+struct EffectivePerClient {
+    rate: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    burst: Option<u32>,
 }
 
 impl ConnectionSettings {
@@ -45,6 +70,17 @@ impl ConnectionSettings {
             header_timeout: format_duration(self.header_timeout),
             idle_timeout: format_duration(self.idle_timeout),
             max_requests_per_connection: self.max_requests_per_connection,
+            per_client: match &self.per_client_rate {
+                Some(q) => EffectivePerClient {
+                    rate: q.rate(),
+                    burst: Some(q.burst().get()),
+                },
+                None => EffectivePerClient {
+                    rate: "off".to_string(),
+                    burst: None,
+                },
+            },
+            mode: self.mode.as_str(),
         }
     }
 }
@@ -55,6 +91,15 @@ pub struct RawConnections {
     pub header_timeout: Option<S<String>>,
     pub idle_timeout: Option<S<String>>,
     pub max_requests_per_connection: Option<S<u32>>,
+    pub per_client: Option<RawPerClient>,
+    pub mode: Option<RawMode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPerClient {
+    pub rate: Option<S<String>>,
+    pub burst: Option<S<u32>>,
 }
 
 impl Validator<'_> {
@@ -91,6 +136,47 @@ impl Validator<'_> {
                 Duration::from_secs(86_400),
             ),
             max_requests_per_connection,
+            per_client_rate: self.client_rate(c.and_then(|c| c.per_client.as_ref())),
+            mode: c.and_then(|c| c.mode).unwrap_or_default().into(),
         }
+    }
+
+    /// `connections.per_client`: the bucket, `None` for `rate: off`.
+    fn client_rate(&mut self, raw: Option<&RawPerClient>) -> Option<Quota> {
+        let default = default_client_rate();
+        let Some(raw) = raw else { return default };
+        let (count, period) = match &raw.rate {
+            None => (NonZeroU32::new(50)?, 1),
+            Some(r) if r.value.trim() == "off" => return None,
+            Some(r) => match Quota::parse_rate(r.value.trim()) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.err(r, "connections.per_client.rate", e.to_string());
+                    return default;
+                }
+            },
+        };
+        let burst = match &raw.burst {
+            None => NonZeroU32::new(200)?.max(count),
+            Some(b) => match NonZeroU32::new(b.value) {
+                Some(n) => n,
+                None => {
+                    self.err(b, "connections.per_client.burst", "must be at least 1");
+                    return default;
+                }
+            },
+        };
+        let quota = Quota::new(count, period, burst);
+        if quota.is_none() {
+            if let Some(r) = &raw.rate {
+                self.err(
+                    r,
+                    "connections.per_client",
+                    "rate times burst is out of range",
+                );
+            }
+            return default;
+        }
+        quota
     }
 }

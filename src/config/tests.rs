@@ -819,3 +819,37 @@ fn connections_parse_with_defaults_and_name_their_errors() {
         assert!(e.starts_with(want), "{e:?} does not start with {want:?}");
     }
 }
+
+#[test]
+fn per_client_connection_rates_parse_and_name_their_errors() {
+    let c = parse_str("upstreams: [\"127.0.0.1:8000\"]\n").unwrap();
+    let q = c.connections.per_client_rate.expect("on by default");
+    assert_eq!((q.rate(), q.burst().get()), ("50/s".to_string(), 200));
+    assert_eq!(c.connections.mode, Mode::Enforce);
+    let c = parse_str(
+        "upstreams: [\"127.0.0.1:8000\"]\nconnections: { per_client: { rate: 10/min, burst: 5 }, mode: count }\n",
+    )
+    .unwrap();
+    let q = c.connections.per_client_rate.expect("set");
+    assert_eq!((q.rate(), q.burst().get()), ("10/min".to_string(), 5));
+    assert_eq!(c.connections.mode, Mode::Count);
+    let c =
+        parse_str("upstreams: [\"127.0.0.1:8000\"]\nconnections: { per_client: { rate: off } }\n")
+            .unwrap();
+    assert!(c.connections.per_client_rate.is_none());
+    let bad = errors(
+        "upstreams: [\"127.0.0.1:8000\"]\nconnections: { per_client: { rate: lots, burst: 0 } }\n",
+    );
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        bad[0].starts_with("t.yaml:2:36: connections.per_client.rate: "),
+        "{bad:?}"
+    );
+    let errors = errors(
+        "upstreams: [\"127.0.0.1:8000\"]\nconnections: { per_client: { rate: 5/s, burst: 0 } }\n",
+    );
+    assert!(
+        errors[0].starts_with("t.yaml:2:48: connections.per_client.burst: must be at least 1"),
+        "{errors:?}"
+    );
+}

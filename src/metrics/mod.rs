@@ -47,6 +47,10 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `sekisho_connections_closed_total{reason}`: client connections sekisho closed itself.
     pub connections_closed: IntCounterVec,
+    /// `sekisho_connections_refused_total{reason}`: client connections refused at accept.
+    pub connections_refused: IntCounterVec,
+    /// `connections_refused` for `client_rate`, resolved once.
+    pub refused_client_rate: IntCounter,
     /// `sekisho_malformed_requests_total{reason}`: requests refused for ambiguous framing.
     pub malformed_requests: IntCounterVec,
     /// `connections_closed` for `header_timeout` and `idle`, resolved once.
@@ -296,6 +300,13 @@ impl Metrics {
         for why in MALFORMED_REASONS.iter().chain(&[UNPARSABLE]) {
             malformed_requests.with_label_values(&[why]);
         }
+        let connections_refused = counter_vec(
+            &r,
+            "sekisho_connections_refused_total",
+            "Client connections refused at accept (closed before a byte was read), by reason (client_rate: over connections.per_client); in connections.mode count, counted but let in.",
+            &["reason"],
+        );
+        let refused_client_rate = connections_refused.with_label_values(&["client_rate"]);
         let closed_header_timeout = connections_closed.with_label_values(&["header_timeout"]);
         let closed_idle = connections_closed.with_label_values(&["idle"]);
         // Every series with labels from a fixed set starts at 0, so that `increase()` in an
@@ -332,6 +343,8 @@ impl Metrics {
             upstream_duration,
             reloads,
             connections_closed,
+            connections_refused,
+            refused_client_rate,
             malformed_requests,
             closed_header_timeout,
             closed_idle,

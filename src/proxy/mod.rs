@@ -4,6 +4,7 @@
 //! The snapshot (config, compiled policy, upstream pool) sits behind one `ArcSwap` and is loaded
 //! once per request; the limiter lives beside it so that a reload keeps the buckets.
 
+pub mod accept;
 mod forward;
 mod forwarded;
 pub mod framing;

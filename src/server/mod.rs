@@ -17,6 +17,7 @@ use crate::config::{Config, ListCache};
 use crate::engine::SlotRegistry;
 use crate::metrics::access_log::AccessLog;
 use crate::metrics::decision_log::{DecisionLog, Limits};
+use crate::proxy::accept::AcceptGate;
 use crate::proxy::{Sekisho, State};
 use crate::reload::Housekeeping;
 use listeners::{Bound, Prebound};
@@ -85,7 +86,8 @@ pub fn build(
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     let mut server = Server::new_with_opt_and_conf(Some(Opt::default()), conf);
     server.bootstrap();
-    let proxy = Service::new("sekisho".to_string(), Sekisho::new(state.clone()));
+    let mut proxy = Service::new("sekisho".to_string(), Sekisho::new(state.clone()));
+    proxy.set_connection_filter(Arc::new(AcceptGate::new(state.clone())));
     server.add_service(Prebound::new(proxy, sockets, listeners.clone()));
     if let Some(socket) = admin_socket {
         let app = Admin::new(state.clone(), reload_tx, listeners.clone());
