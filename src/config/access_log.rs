@@ -75,7 +75,7 @@ impl Validator<'_> {
                 // appended to at start: `run` would refuse to start without it
                 let path = self.log_file(p);
                 if let Some(why) = super::paths::cannot_write(&path, true) {
-                    self.err(
+                    self.start_only_file(
                         &a.path,
                         "access_log.path",
                         format!("cannot open {}: {why}", path.display()),

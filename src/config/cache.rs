@@ -69,6 +69,8 @@ pub struct ListCache {
     pub files_read: u64,
     /// List files parsed since the cache was made.
     pub files_parsed: u64,
+    /// Set once the proxy runs on a config loaded through this cache: later loads are reloads.
+    running: bool,
 }
 
 /// What [`ListCache::file`] found.
@@ -159,6 +161,17 @@ impl ListCache {
         self.files_read += 1;
         self.geo = Some((path.to_path_buf(), stamp, hash, db.clone()));
         Ok((db, hash))
+    }
+
+    /// Marks the loads from now on as reloads of a running proxy (see [`ListCache::running`]).
+    pub fn set_running(&mut self) {
+        self.running = true;
+    }
+
+    /// Whether loads through this cache are reloads of a running proxy: what only a start
+    /// opens (the decision and access logs) is then not an error, the files being open.
+    pub fn running(&self) -> bool {
+        self.running
     }
 
     /// Makes the next load read and hash every file, whatever its stamp (an explicit reload

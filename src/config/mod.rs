@@ -261,6 +261,23 @@ impl Validator<'_> {
         });
     }
 
+    /// A file only a start opens (a log) cannot be opened: an error for `check` and a start;
+    /// on a reload a warning, since the running proxy keeps the file it opened and a reload
+    /// that failed for it would keep every other change out too.
+    fn start_only_file<T>(&mut self, at: &S<T>, field: &str, message: String) {
+        if self.cache.running() {
+            self.warn(
+                at,
+                field,
+                format!(
+                    "{message} (the running proxy keeps the file it opened; a restart would fail)"
+                ),
+            );
+        } else {
+            self.err(at, field, message);
+        }
+    }
+
     fn warn<T>(&mut self, at: &S<T>, field: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(ConfigWarning(ConfigError {
             file: self.file.clone(),

@@ -853,3 +853,26 @@ fn per_client_connection_rates_parse_and_name_their_errors() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn a_log_folder_that_went_away_fails_a_start_but_only_warns_on_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.yaml");
+    std::fs::write(
+        &path,
+        "upstreams: [\"127.0.0.1:8000\"]\ndecision_log: { path: gone/d.log }\naccess_log: { path: gone/a.log }\n",
+    )
+    .unwrap();
+    let slots = SlotRegistry::default();
+    let mut cache = ListCache::default();
+    let e = load_cached(&path, &slots, &mut cache).unwrap_err();
+    assert_eq!(e.0.len(), 2, "{e}");
+    cache.set_running();
+    let c = load_cached(&path, &slots, &mut cache).expect("a reload keeps the open logs");
+    let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w.iter().all(|w| w.contains("gone does not exist (the running proxy keeps the file it opened; a restart would fail)")),
+        "{w:?}"
+    );
+}

@@ -166,7 +166,9 @@ pub fn unix_now() -> u64 {
 
 impl State {
     /// State for a first config; its slots must come from `slots` and its lists from `cache`.
-    pub fn new(config: Config, slots: SlotRegistry, cache: ListCache) -> Self {
+    pub fn new(config: Config, slots: SlotRegistry, mut cache: ListCache) -> Self {
+        // every load through this cache from now on is a reload
+        cache.set_running();
         let limiter = Limiter::new(config.max_tracked_keys);
         let conns = IdleConns::new(config.upstream_options.pool_size, config.threads);
         slots.commit(&config.policy);
