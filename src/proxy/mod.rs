@@ -289,7 +289,8 @@ impl HttpServerApp for Sekisho {
         let started = std::time::Instant::now();
         let read = tokio::select! {
             biased; // a request already buffered is served before the stop is noticed
-            read = tokio::time::timeout(head_within, session.read_request()) => match read {
+            // Pingora's fast timer (a shared wheel, 10 ms ticks): cheaper than a tokio timer
+            read = pingora::prelude::timeout(head_within, session.read_request()) => match read {
                 Ok(read) => read,
                 Err(_) => {
                     self.state.metrics.closed_header_timeout.inc();
