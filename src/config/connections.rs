@@ -98,7 +98,7 @@ pub struct RawConnections {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPerClient {
-    pub rate: Option<S<String>>,
+    pub rate: S<String>,
     pub burst: Option<S<u32>>,
 }
 
@@ -145,38 +145,17 @@ impl Validator<'_> {
     fn client_rate(&mut self, raw: Option<&RawPerClient>) -> Option<Quota> {
         let default = default_client_rate();
         let Some(raw) = raw else { return default };
-        let (count, period) = match &raw.rate {
-            None => (NonZeroU32::new(50)?, 1),
-            Some(r) if r.value.trim() == "off" => return None,
-            Some(r) => match Quota::parse_rate(r.value.trim()) {
-                Ok(x) => x,
-                Err(e) => {
-                    self.err(r, "connections.per_client.rate", e.to_string());
-                    return default;
-                }
-            },
-        };
-        let burst = match &raw.burst {
-            None => NonZeroU32::new(200)?.max(count),
-            Some(b) => match NonZeroU32::new(b.value) {
-                Some(n) => n,
-                None => {
-                    self.err(b, "connections.per_client.burst", "must be at least 1");
-                    return default;
-                }
-            },
-        };
-        let quota = Quota::new(count, period, burst);
-        if quota.is_none() {
-            if let Some(r) = &raw.rate {
-                self.err(
-                    r,
-                    "connections.per_client",
-                    "rate times burst is out of range",
-                );
-            }
-            return default;
+        if raw.rate.value.trim() == "off" {
+            return None;
         }
-        quota
+        let default_burst =
+            |count: NonZeroU32| NonZeroU32::new(200).map_or(count, |b| b.max(count));
+        self.quota(
+            &raw.rate,
+            raw.burst.as_ref(),
+            default_burst,
+            "connections.per_client",
+        )
+        .or(default)
     }
 }

@@ -49,6 +49,7 @@ mod tree;
 mod upstreams;
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -57,6 +58,7 @@ use serde_saphyr::Spanned;
 
 use crate::defense::DefenseSettings;
 use crate::engine::{Country, Mode, Policy, Response, SlotRegistry};
+use crate::limiter::Quota;
 pub use access_log::AccessLogSettings;
 pub use admin::{DecisionLogSettings, DEFAULT_ADMIN_PORT};
 pub use cache::{content_hash, FileStamp, ListCache};
@@ -259,6 +261,39 @@ impl Validator<'_> {
             field: field.into(),
             message: message.into(),
         });
+    }
+
+    /// A token bucket from `rate` (`10/s`) and `burst` (`default_burst` of the rate's count
+    /// when absent), errors named under `base` (`base.rate`, `base.burst`, `base`).
+    fn quota(
+        &mut self,
+        rate: &S<String>,
+        burst: Option<&S<u32>>,
+        default_burst: impl FnOnce(NonZeroU32) -> NonZeroU32,
+        base: &str,
+    ) -> Option<Quota> {
+        let (count, period) = match Quota::parse_rate(&rate.value) {
+            Ok(r) => r,
+            Err(e) => {
+                self.err(rate, format!("{base}.rate"), e.to_string());
+                return None;
+            }
+        };
+        let burst = match burst {
+            Some(b) => match NonZeroU32::new(b.value) {
+                Some(n) => n,
+                None => {
+                    self.err(b, format!("{base}.burst"), "must be at least 1");
+                    return None;
+                }
+            },
+            None => default_burst(count),
+        };
+        let quota = Quota::new(count, period, burst);
+        if quota.is_none() {
+            self.err(rate, base, "rate times burst is out of range");
+        }
+        quota
     }
 
     /// A file only a start opens (a log) cannot be opened: an error for `check` and a start;

@@ -2,7 +2,6 @@
 //! bound on the limiter state those rules keep.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 
 use bytes::Bytes;
 use http::HeaderName;
@@ -13,7 +12,6 @@ use super::{codes, ConfigError, RawConfig, RawMode, Validator, S};
 use crate::engine::{
     HostMatch, KeyKind, LimitSpec, Matcher, Mode, Response, Rule, RuleKind, SlotRegistry,
 };
-use crate::limiter::Quota;
 
 /// Default `max_tracked_keys`: measured with `examples/limiter_memory.rs`, a key costs ~80 bytes
 /// once the allocator has returned the tables outgrown while filling, ~107 bytes right after;
@@ -444,32 +442,12 @@ impl Validator<'_> {
     }
 
     fn limit(&mut self, l: &S<RawLimit>, at: &str) -> Option<LimitSpec> {
-        let rate = &l.value.rate;
-        let (count, period) = match Quota::parse_rate(&rate.value) {
-            Ok(r) => r,
-            Err(e) => {
-                self.err(rate, format!("{at}.limit.rate"), e.to_string());
-                return None;
-            }
-        };
-        let burst = match &l.value.burst {
-            Some(b) => match NonZeroU32::new(b.value) {
-                Some(n) => n,
-                None => {
-                    self.err(b, format!("{at}.limit.burst"), "must be at least 1");
-                    return None;
-                }
-            },
-            None => count,
-        };
-        let Some(quota) = Quota::new(count, period, burst) else {
-            self.err(
-                rate,
-                format!("{at}.limit"),
-                "rate times burst is out of range",
-            );
-            return None;
-        };
+        let quota = self.quota(
+            &l.value.rate,
+            l.value.burst.as_ref(),
+            |count| count,
+            &format!("{at}.limit"),
+        )?;
         let key = match &l.value.key {
             None => KeyKind::Ip,
             Some(k) => match k.value.trim() {
