@@ -31,14 +31,15 @@ fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
     }
 }
 
-fn closed(proxy: &Proxy, reason: &str) -> f64 {
+/// The value of the series `name{reason}` scraped now; panics if it is not exported.
+fn by_reason(proxy: &Proxy, name: &str, reason: &str) -> f64 {
     let text = get_from(None, proxy.admin_addr(), "/metrics").text();
-    metric_value(
-        &text,
-        "sekisho_connections_closed_total",
-        &[("reason", reason)],
-    )
-    .unwrap_or_else(|| panic!("no closed series for {reason}:\n{text}"))
+    metric_value(&text, name, &[("reason", reason)])
+        .unwrap_or_else(|| panic!("no series {name}{{reason={reason:?}}}:\n{text}"))
+}
+
+fn closed(proxy: &Proxy, reason: &str) -> f64 {
+    by_reason(proxy, "sekisho_connections_closed_total", reason)
 }
 
 #[test]
@@ -247,13 +248,7 @@ fn ambiguous_framing_gets_400_and_a_closed_connection_and_never_reaches_the_orig
 }
 
 fn refused(proxy: &Proxy, reason: &str) -> f64 {
-    let text = get_from(None, proxy.admin_addr(), "/metrics").text();
-    metric_value(
-        &text,
-        "sekisho_connections_refused_total",
-        &[("reason", reason)],
-    )
-    .unwrap_or_else(|| panic!("no refused series for {reason}:\n{text}"))
+    by_reason(proxy, "sekisho_connections_refused_total", reason)
 }
 
 /// Whether a new connection from `from` gets an answer to one request.

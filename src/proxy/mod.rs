@@ -323,9 +323,11 @@ impl HttpServerApp for Sekisho {
         if self.stopping.load(Ordering::Acquire) {
             session.set_keepalive(None);
         }
-        let head = session.req_header();
         // only when Transfer-Encoding is there (rare) is the raw head looked at
-        let stripped_length = head.headers.contains_key(http::header::TRANSFER_ENCODING)
+        let stripped_length = session
+            .req_header()
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING)
             && session
                 .as_http1()
                 .is_some_and(|h1| framing::names_content_length(&h1.get_headers_raw_bytes()));
