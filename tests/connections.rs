@@ -296,3 +296,227 @@ fn count_mode_refuses_no_connection_but_counts_it() {
     }
     assert_eq!(refused(&proxy, "client_rate"), 3.0);
 }
+
+/// The gauge `name` scraped now.
+fn gauge(proxy: &Proxy, name: &str) -> f64 {
+    let text = get_from(None, proxy.admin_addr(), "/metrics").text();
+    metric_value(&text, name, &[]).unwrap_or_else(|| panic!("no gauge {name}:\n{text}"))
+}
+
+/// Polls (up to [`GUARD`]) until `ok` holds; false if it never did.
+fn eventually(mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + GUARD;
+    while Instant::now() < deadline {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn open_connections_per_client_hold_exactly_and_come_back_when_closed() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&format!(
+        "{}client_ip: {{ trusted_proxies: [127.0.0.9/32] }}\nconnections: {{ per_client: {{ max_open: 3, rate: off }} }}\n",
+        origin.upstreams()
+    ));
+    // three kept-alive connections, each served once and then held open
+    let mut held: Vec<Conn> = (0..3)
+        .map(|i| {
+            let mut c = Conn::open(Some("127.0.0.7"), proxy.addr()).unwrap();
+            assert_eq!(c.get("/").unwrap().status, 200, "connection {i}");
+            c
+        })
+        .collect();
+    assert!(!served(&proxy, "127.0.0.7"), "a fourth connection got in");
+    assert_eq!(refused(&proxy, "client_max_open"), 1.0);
+    assert_eq!(gauge(&proxy, "sekisho_connections_open"), 3.0);
+    // another client has its own count; a trusted proxy has no cap
+    assert!(served(&proxy, "127.0.0.8"));
+    let trusted: Vec<Conn> = (0..6)
+        .map(|i| {
+            let mut c = Conn::open(Some("127.0.0.9"), proxy.addr()).unwrap();
+            assert_eq!(c.get("/").unwrap().status, 200, "trusted connection {i}");
+            c
+        })
+        .collect();
+    // the held ones still work
+    assert_eq!(held[0].get("/").unwrap().status, 200);
+    // closing one gives its place back
+    drop(held.pop());
+    assert!(
+        eventually(|| served(&proxy, "127.0.0.7")),
+        "the place of the closed connection never came back"
+    );
+    drop(held);
+    drop(trusted);
+    assert!(
+        eventually(|| gauge(&proxy, "sekisho_connections_open") == 0.0),
+        "connections still counted open after all closed"
+    );
+    assert_eq!(refused(&proxy, "client_max_open"), 1.0);
+    assert_eq!(gauge(&proxy, "sekisho_connections_clients"), 0.0);
+}
+
+#[test]
+fn at_max_open_the_idle_connection_makes_room_then_new_ones_are_refused() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&format!(
+        "{}connections: {{ max_open: 3, per_client: {{ max_open: off, rate: off }} }}\n",
+        origin.upstreams()
+    ));
+    let mut idle = Conn::open(None, proxy.addr()).unwrap();
+    assert_eq!(idle.get("/").unwrap().status, 200);
+    let mut idle = idle.into_stream();
+    assert!(eventually(
+        || gauge(&proxy, "sekisho_connections_idle") == 1.0
+    ));
+    // two connections that have sent nothing yet are not idle: they wait for a head
+    let waiting: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(proxy.addr()).unwrap())
+        .collect();
+    assert!(eventually(
+        || gauge(&proxy, "sekisho_connections_open") == 3.0
+    ));
+    // the fourth takes the idle one's place
+    let mut fourth = TcpStream::connect(proxy.addr()).unwrap();
+    assert!(
+        closed_within(&mut idle, GUARD),
+        "the idle connection was not closed to make room"
+    );
+    assert_eq!(closed(&proxy, "max_open"), 1.0);
+    fourth
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    fourth.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // now three wait for a head and none is idle: a new one is refused at accept
+    let third = TcpStream::connect(proxy.addr()).unwrap();
+    assert!(eventually(
+        || gauge(&proxy, "sekisho_connections_open") == 3.0
+    ));
+    assert!(
+        !served(&proxy, "127.0.0.1"),
+        "a connection over max_open got in"
+    );
+    assert_eq!(refused(&proxy, "max_open"), 1.0);
+    drop((waiting, third));
+    assert!(eventually(|| served(&proxy, "127.0.0.1")));
+}
+
+#[test]
+fn a_slowloris_over_the_descriptor_limit_is_held_to_its_share_and_cut_while_others_are_served() {
+    let origin = Origin::start();
+    // 256 descriptors: room for (256 - 64) / 2 = 96 client connections
+    let proxy = Proxy::start_limited(
+        &format!(
+            "{}connections: {{ header_timeout: 2s, per_client: {{ max_open: 40, rate: off }} }}\n",
+            origin.upstreams()
+        ),
+        256,
+    );
+    assert_eq!(proxy.status()["connections"]["max_open"], 96);
+    // more half-open connections from one address than the process has descriptors
+    let mut attack: Vec<TcpStream> = Vec::new();
+    for _ in 0..300 {
+        let Ok(mut c) = Conn::open(Some("127.0.0.7"), proxy.addr()).map(Conn::into_stream) else {
+            continue;
+        };
+        if c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").is_ok() {
+            attack.push(c);
+        }
+    }
+    assert!(eventually(|| refused(&proxy, "client_max_open") >= 260.0));
+    assert!(gauge(&proxy, "sekisho_connections_open") <= 40.0);
+    // others are answered throughout, from their own addresses
+    for i in 0..20 {
+        assert!(served(&proxy, &format!("127.0.1.{}", i + 1)), "client {i}");
+    }
+    // the attacker trickles: its heads are cut at header_timeout
+    let start = Instant::now();
+    let mut open = attack.len();
+    while open > 0 {
+        assert!(start.elapsed() < GUARD, "{open} trickled heads still open");
+        open = 0;
+        for c in &mut attack {
+            if c.write_all(b"X").is_ok() && !closed_within(c, Duration::from_millis(1)) {
+                open += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(closed(&proxy, "header_timeout") >= 40.0);
+    assert!(
+        served(&proxy, "127.0.0.7"),
+        "the attacker's address is refused for good"
+    );
+    assert_eq!(origin.hits(), 21, "a trickled request reached the origin");
+}
+
+#[test]
+fn refused_connections_feed_top_the_decision_log_and_a_connections_autoban() {
+    let origin = Origin::start();
+    let proxy = Proxy::start(&format!(
+        "{}decision_log: {{ path: decisions.log }}\nconnections: {{ per_client: {{ rate: 1/h, burst: 1 }} }}\nautoban:\n  - {{ name: floods, kind: connections, more_than: 2, window: 1m, ban: 10m }}\n",
+        origin.upstreams()
+    ));
+    assert!(served(&proxy, "127.0.0.7"));
+    for i in 0..3 {
+        assert!(!served(&proxy, "127.0.0.7"), "connection {i} got in");
+    }
+    // the third refusal is more than 2: the client is banned (its requests too, once its
+    // bucket lets a connection in again)
+    let bans = get_from(None, proxy.admin_addr(), "/admin/bans").text();
+    let bans: serde_json::Value = serde_json::from_str(&bans).unwrap();
+    let ban = bans["bans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["net"] == "127.0.0.7/32")
+        .unwrap_or_else(|| panic!("127.0.0.7 not banned: {bans}"));
+    assert!(
+        ban["reason"]
+            .as_str()
+            .unwrap()
+            .contains("connections refused"),
+        "{ban}"
+    );
+    let top = get_from(None, proxy.admin_addr(), "/admin/top?by=ip").text();
+    let top: serde_json::Value = serde_json::from_str(&top).unwrap();
+    let me = top["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["key"] == "127.0.0.7")
+        .unwrap_or_else(|| panic!("127.0.0.7 not in {top}"));
+    assert_eq!(
+        (me["allowed"].as_u64(), me["connections_refused"].as_u64()),
+        (Some(1), Some(3))
+    );
+    let log = proxy.dir.path().join("decisions.log");
+    assert!(eventually(
+        || std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() >= 3)
+    ));
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in text.lines().take(3) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(
+            (
+                v["client_ip"].as_str(),
+                v["rule"].as_str(),
+                v["action"].as_str(),
+                v["status"].as_u64()
+            ),
+            (
+                Some("127.0.0.7"),
+                Some("connections.per_client.rate"),
+                Some("close"),
+                Some(0)
+            ),
+            "{line}"
+        );
+    }
+}

@@ -135,6 +135,14 @@ impl Admin {
             "uptime_s": wall.saturating_sub(s.started_unix),
             "listeners": listeners,
             "upstreams": upstreams,
+            "connections": {
+                "open": s.connections.open(),
+                "idle": s.connections.idle(),
+                "clients": s.connections.clients(),
+                // connections.max_open as the descriptor limit lets it be
+                "max_open": s.connections.max_open(snap.config.connections.max_open),
+                "per_client_max_open": snap.config.connections.per_client_max_open,
+            },
             "config": snap.config.path.display().to_string(),
             "generation": snap.generation,
             "rules": policy.rules.len(),
@@ -211,6 +219,9 @@ impl Admin {
         let s = &self.state;
         let m = &s.metrics;
         m.tracked_keys.set(s.limiter.len() as i64);
+        m.connections_open.set(s.connections.open() as i64);
+        m.connections_idle.set(s.connections.idle() as i64);
+        m.connections_clients.set(s.connections.clients() as i64);
         let evicted = s.limiter.evictions();
         let shown = m.evictions.get();
         if evicted > shown {

@@ -155,6 +155,19 @@ pub fn status(s: &Value, now: u64) -> String {
             format!("{shown} {state}"),
         );
     }
+    let c = &s["connections"];
+    if c.is_object() {
+        let (open, max) = (num(&c["open"]), num(&c["max_open"]));
+        let full = if max > 0 && open >= max { " FULL" } else { "" };
+        row(
+            "connections",
+            format!(
+                "{open} open of {max}{full} ({} idle), {} clients",
+                num(&c["idle"]),
+                num(&c["clients"])
+            ),
+        );
+    }
     let geo = &s["geo"];
     row(
         "geo",
@@ -255,19 +268,25 @@ pub fn status(s: &Value, now: u64) -> String {
 
 /// The `sekisho top` view of `GET /admin/top`.
 pub fn top(t: &Value) -> String {
+    // connections are counted per client only
+    let by_ip = t["by"] == "ip";
     let rows: Vec<Vec<String>> = t["top"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|h| {
             let (allowed, refused) = (num(&h["allowed"]), num(&h["refused"]));
-            vec![
+            let mut row = vec![
                 text(&h["key"]),
                 (allowed + refused).to_string(),
                 allowed.to_string(),
                 refused.to_string(),
-                num(&h["error"]).to_string(),
-            ]
+            ];
+            if by_ip {
+                row.push(num(&h["connections_refused"]).to_string());
+            }
+            row.push(num(&h["error"]).to_string());
+            row
         })
         .collect();
     let by = text(&t["by"]).to_uppercase();
@@ -281,10 +300,19 @@ pub fn top(t: &Value) -> String {
         out.push_str("(no requests in this window)\n");
         return out;
     }
-    out.push_str(&table(
-        &[by.as_str(), "REQUESTS", "ALLOWED", "REFUSED", "ERROR"],
-        &rows,
-    ));
+    let head: &[&str] = if by_ip {
+        &[
+            by.as_str(),
+            "REQUESTS",
+            "ALLOWED",
+            "REFUSED",
+            "CONNS_REFUSED",
+            "ERROR",
+        ]
+    } else {
+        &[by.as_str(), "REQUESTS", "ALLOWED", "REFUSED", "ERROR"]
+    };
+    out.push_str(&table(head, &rows));
     out
 }
 
@@ -364,6 +392,7 @@ mod tests {
                 {"name": "10.0.0.6:8000", "addr": "10.0.0.6:8000", "up": true, "skipped_for_s": null}
             ],
             "geo": null,
+            "connections": {"open": 12, "idle": 4, "clients": 3, "max_open": 12, "per_client_max_open": 256},
             "defense": {"bans_live": 2, "tracked_offenders": 5, "autoban_policies": ["scanners"], "state_error": null,
                 "under_attack": {"on": true, "setting": "on", "set_by_hand": true, "since_unix": now - 120, "reason": "set by hand"}},
             "limiter": {"tracked_keys": 10, "capacity": 100, "evictions": 0},
@@ -382,6 +411,7 @@ mod tests {
             "upstreams    origin:8000 (10.0.0.5:8000) DOWN, skipped for 7s\n",
             "             10.0.0.6:8000 up\n",
             "geo          no country database\n",
+            "connections  12 open of 12 FULL (4 idle), 3 clients\n",
             "under attack ON since 2026-12-01T21:18:00Z (2m ago); setting on (set by hand): set by hand\n",
             "bans         2 live, 5 offenders tracked; autoban: scanners\n",
             "decisions    allow 5, deny 2\n",
@@ -394,15 +424,15 @@ mod tests {
     #[test]
     fn top_and_bans_views() {
         let t = json!({"by": "ip", "window_minutes": 5, "top": [
-            {"key": "203.0.113.7", "allowed": 10, "refused": 90, "error": 1},
+            {"key": "203.0.113.7", "allowed": 10, "refused": 90, "connections_refused": 40, "error": 1},
             {"key": "2001:db8::/64", "allowed": 3, "refused": 0, "error": 0}
         ]});
         assert_eq!(
             top(&t),
             "top 2 by ip over the last 5 minutes (approximate: counts are upper bounds, each within ±ERROR)\n\
-             IP             REQUESTS  ALLOWED  REFUSED  ERROR\n\
-             203.0.113.7         100       10       90      1\n\
-             2001:db8::/64         3        3        0      0\n"
+             IP             REQUESTS  ALLOWED  REFUSED  CONNS_REFUSED  ERROR\n\
+             203.0.113.7         100       10       90             40      1\n\
+             2001:db8::/64         3        3        0              0      0\n"
         );
         assert!(top(&json!({"by": "path", "window_minutes": 1, "top": []}))
             .ends_with("(no requests in this window)\n"));

@@ -22,6 +22,13 @@ pub struct ConnectionSettings {
     /// Requests served on one connection before it is closed (default 10 000; nginx's
     /// `keepalive_requests` is 1000).
     pub max_requests_per_connection: u32,
+    /// All client connections of the process (default 50 000). Over it, idle keep-alive
+    /// connections are closed first, then new ones are refused. At run time it is also held
+    /// under half the process's descriptor limit (the other half is for upstream connections).
+    pub max_open: usize,
+    /// `per_client.max_open`: concurrent connections of one client (default 256); `None` for
+    /// `max_open: off`.
+    pub per_client_max_open: Option<u32>,
     /// `per_client.rate` and `burst`: new connections per second of one client (its socket
     /// peer: an IPv4 address, or its `client_ip.ipv6_prefix` network; trusted proxies are
     /// exempt), as a token bucket (default 50/s, burst 200); `None` for `rate: off`.
@@ -41,6 +48,8 @@ impl Default for ConnectionSettings {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_requests_per_connection: 10_000,
+            max_open: 50_000,
+            per_client_max_open: Some(256),
             per_client_rate: default_client_rate(),
             mode: Mode::Enforce,
         }
@@ -53,12 +62,14 @@ pub(super) struct EffectiveConnections {
     header_timeout: String,
     idle_timeout: String,
     max_requests_per_connection: u32,
+    max_open: usize,
     per_client: EffectivePerClient,
     mode: &'static str,
 }
 
 #[derive(Serialize)]
 struct EffectivePerClient {
+    max_open: String,
     rate: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     burst: Option<u32>,
@@ -70,15 +81,16 @@ impl ConnectionSettings {
             header_timeout: format_duration(self.header_timeout),
             idle_timeout: format_duration(self.idle_timeout),
             max_requests_per_connection: self.max_requests_per_connection,
-            per_client: match &self.per_client_rate {
-                Some(q) => EffectivePerClient {
-                    rate: q.rate(),
-                    burst: Some(q.burst().get()),
-                },
-                None => EffectivePerClient {
-                    rate: "off".to_string(),
-                    burst: None,
-                },
+            max_open: self.max_open,
+            per_client: EffectivePerClient {
+                max_open: self
+                    .per_client_max_open
+                    .map_or_else(|| "off".to_string(), |n| n.to_string()),
+                rate: self
+                    .per_client_rate
+                    .as_ref()
+                    .map_or_else(|| "off".to_string(), |q| q.rate()),
+                burst: self.per_client_rate.as_ref().map(|q| q.burst().get()),
             },
             mode: self.mode.as_str(),
         }
@@ -91,6 +103,7 @@ pub struct RawConnections {
     pub header_timeout: Option<S<String>>,
     pub idle_timeout: Option<S<String>>,
     pub max_requests_per_connection: Option<S<u32>>,
+    pub max_open: Option<S<u64>>,
     pub per_client: Option<RawPerClient>,
     pub mode: Option<RawMode>,
 }
@@ -98,7 +111,8 @@ pub struct RawConnections {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPerClient {
-    pub rate: S<String>,
+    pub max_open: Option<S<String>>,
+    pub rate: Option<S<String>>,
     pub burst: Option<S<u32>>,
 }
 
@@ -136,6 +150,19 @@ impl Validator<'_> {
                 Duration::from_secs(86_400),
             ),
             max_requests_per_connection,
+            max_open: match c.and_then(|c| c.max_open.as_ref()) {
+                Some(m) if m.value == 0 || m.value > 10_000_000 => {
+                    self.err(
+                        m,
+                        "connections.max_open",
+                        "must be from 1 to 10000000 (connections of the whole process)",
+                    );
+                    default.max_open
+                }
+                Some(m) => m.value as usize,
+                None => default.max_open,
+            },
+            per_client_max_open: self.client_max_open(c.and_then(|c| c.per_client.as_ref())),
             per_client_rate: self.client_rate(c.and_then(|c| c.per_client.as_ref())),
             mode: c.and_then(|c| c.mode).unwrap_or_default().into(),
         }
@@ -144,18 +171,47 @@ impl Validator<'_> {
     /// `connections.per_client`: the bucket, `None` for `rate: off`.
     fn client_rate(&mut self, raw: Option<&RawPerClient>) -> Option<Quota> {
         let default = default_client_rate();
+        let Some(rate) = raw.and_then(|r| r.rate.as_ref()) else {
+            if let Some(b) = raw.and_then(|r| r.burst.as_ref()) {
+                self.err(b, "connections.per_client.burst", "needs a rate beside it");
+            }
+            return default;
+        };
         let Some(raw) = raw else { return default };
-        if raw.rate.value.trim() == "off" {
+        if rate.value.trim() == "off" {
             return None;
         }
         let default_burst =
             |count: NonZeroU32| NonZeroU32::new(200).map_or(count, |b| b.max(count));
         self.quota(
-            &raw.rate,
+            rate,
             raw.burst.as_ref(),
             default_burst,
             "connections.per_client",
         )
         .or(default)
+    }
+
+    /// `connections.per_client.max_open`: a count, or `off`.
+    fn client_max_open(&mut self, raw: Option<&RawPerClient>) -> Option<u32> {
+        let default = ConnectionSettings::default().per_client_max_open;
+        let Some(m) = raw.and_then(|r| r.max_open.as_ref()) else {
+            return default;
+        };
+        let text = m.value.trim();
+        if text == "off" {
+            return None;
+        }
+        match text.parse::<u32>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => Some(n),
+            _ => {
+                self.err(
+                    m,
+                    "connections.per_client.max_open",
+                    format!("{text:?}: a count of connections from 1 to 1000000, or off (a browser opens about 6 per host; a NAT'd office many times that)"),
+                );
+                default
+            }
+        }
     }
 }

@@ -113,17 +113,14 @@ pub(super) fn effective(
     };
     let autoban = (d.autoban.iter())
         .map(|p| {
-            let statuses = match &p.trigger {
-                Trigger::Status(s) => Some(s.iter().collect()),
-                Trigger::Limited => None,
+            let (kind, statuses) = match &p.trigger {
+                Trigger::Status(s) => ("status", Some(s.iter().collect())),
+                Trigger::Limited => ("limited", None),
+                Trigger::Connections => ("connections", None),
             };
             EffectiveAutoban {
                 name: p.name.clone(),
-                kind: if statuses.is_some() {
-                    "status"
-                } else {
-                    "limited"
-                },
+                kind,
                 distinct_paths: statuses.is_some().then_some(p.distinct_paths),
                 statuses,
                 more_than: p.more_than,
@@ -253,21 +250,23 @@ impl Validator<'_> {
                     format!("duplicate autoban name {name:?} (also autoban[{prev}])"),
                 );
             }
-            let limited = match p.kind.as_ref().map(|k| k.value.trim()) {
-                None | Some("status") => false,
-                Some("limited") => true,
+            let other_kind = match p.kind.as_ref().map(|k| k.value.trim()) {
+                None | Some("status") => None,
+                Some("limited") => Some(Trigger::Limited),
+                Some("connections") => Some(Trigger::Connections),
                 Some(other) => {
                     if let Some(k) = &p.kind {
                         self.err(
                             k,
                             format!("{at}.kind"),
-                            format!("{other:?}: use status (responses with a status in `statuses`) or limited (rate-limit refusals)"),
+                            format!("{other:?}: use status (responses with a status in `statuses`), limited (rate-limit refusals) or connections (connections refused or cut by `connections:`)"),
                         );
                     }
-                    false
+                    None
                 }
             };
-            let trigger = if limited {
+            let limited = other_kind.is_some();
+            let trigger = if let Some(kind) = other_kind {
                 for (key, given) in [
                     (
                         "statuses",
@@ -292,7 +291,7 @@ impl Validator<'_> {
                         });
                     }
                 }
-                Trigger::Limited
+                kind
             } else if p.statuses.is_empty() {
                 Trigger::Status(StatusSet::probing())
             } else {

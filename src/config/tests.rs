@@ -876,3 +876,47 @@ fn a_log_folder_that_went_away_fails_a_start_but_only_warns_on_a_reload() {
         "{w:?}"
     );
 }
+
+#[test]
+fn connection_caps_parse_and_name_their_errors() {
+    let c = parse_str("upstreams: [\"127.0.0.1:8000\"]\n").unwrap();
+    assert_eq!(
+        (c.connections.max_open, c.connections.per_client_max_open),
+        (50_000, Some(256))
+    );
+    let c = parse_str(
+        "upstreams: [\"127.0.0.1:8000\"]\nconnections: { max_open: 100, per_client: { max_open: 8 } }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (c.connections.max_open, c.connections.per_client_max_open),
+        (100, Some(8))
+    );
+    // a per_client without rate keeps the default rate
+    assert!(c.connections.per_client_rate.is_some());
+    let c = parse_str(
+        "upstreams: [\"127.0.0.1:8000\"]\nconnections: { per_client: { max_open: off, rate: off } }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            c.connections.per_client_max_open,
+            c.connections.per_client_rate.is_none()
+        ),
+        (None, true)
+    );
+    let errors = errors(
+        "upstreams: [\"127.0.0.1:8000\"]\nconnections: { max_open: 0, per_client: { max_open: many, burst: 3 } }\n",
+    );
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    for (want, e) in [
+        "t.yaml:2:26: connections.max_open: must be from 1",
+        "t.yaml:2:53: connections.per_client.max_open: \"many\": a count",
+        "t.yaml:2:66: connections.per_client.burst: needs a rate beside it",
+    ]
+    .iter()
+    .zip(&errors)
+    {
+        assert!(e.starts_with(want), "{e:?} does not start with {want:?}");
+    }
+}

@@ -2,7 +2,8 @@
 //!
 //! A policy counts, per client key, events within a window: responses whose status is in a set
 //! (`kind: status`, by default 400, 401, 403, 404 and 405, from upstream or from sekisho's own
-//! deny rules), or refusals by rate limits (`kind: limited`). When a client has more than `more_than`
+//! deny rules), refusals by rate limits (`kind: limited`), or connections refused at accept or
+//! cut by a `connections:` deadline (`kind: connections`: a slowloris, a connection flood). When a client has more than `more_than`
 //! events in the window (and, for `status`, across at least `distinct_paths` paths), it is banned
 //! for `ban`; each ban within `max_ban` of the previous one doubles, up to `max_ban`.
 //!
@@ -31,6 +32,8 @@ pub enum Trigger {
     Status(StatusSet),
     /// Refusals by enforced rate limits.
     Limited,
+    /// Connections refused at accept or cut by a deadline (`connections:`).
+    Connections,
 }
 
 /// A set of HTTP statuses, as a bitmap.

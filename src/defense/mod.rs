@@ -333,6 +333,11 @@ impl Defense {
                 trip.events,
                 humantime::format_duration(policy.window)
             ),
+            Trigger::Connections => format!(
+                "{} connections refused or cut (connections:) within {}",
+                trip.events,
+                humantime::format_duration(policy.window)
+            ),
         };
         let ban = Ban {
             net: net_of(ip, v6_prefix),

@@ -14,6 +14,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::conn::Refusal;
 use crate::engine::Mode;
 use crate::engine::{Country, Policy, RuleKind};
 
@@ -49,8 +50,16 @@ pub struct Metrics {
     pub connections_closed: IntCounterVec,
     /// `sekisho_connections_refused_total{reason}`: client connections refused at accept.
     pub connections_refused: IntCounterVec,
-    /// `connections_refused` for `client_rate`, resolved once.
-    pub refused_client_rate: IntCounter,
+    /// `connections_refused` by [`Refusal`], resolved once (in the order of [`Refusal::ALL`]).
+    refused_by: [IntCounter; 3],
+    /// `connections_closed` for `max_open`: idle connections closed to make room.
+    pub closed_max_open: IntCounter,
+    /// `sekisho_connections_open`: client connections open (set at scrape).
+    pub connections_open: IntGauge,
+    /// `sekisho_connections_idle`: of them, waiting for their next request (set at scrape).
+    pub connections_idle: IntGauge,
+    /// `sekisho_connections_clients`: clients with a connection open (set at scrape).
+    pub connections_clients: IntGauge,
     /// `sekisho_malformed_requests_total{reason}`: requests refused for ambiguous framing.
     pub malformed_requests: IntCounterVec,
     /// `connections_closed` for `header_timeout` and `idle`, resolved once.
@@ -288,7 +297,7 @@ impl Metrics {
         let connections_closed = counter_vec(
             &r,
             "sekisho_connections_closed_total",
-            "Client connections sekisho closed itself, by reason (header_timeout: the request head did not arrive in connections.header_timeout; idle: a kept-alive connection waited connections.idle_timeout).",
+            "Client connections sekisho closed itself, by reason (header_timeout: the request head did not arrive in connections.header_timeout; idle: a kept-alive connection waited connections.idle_timeout; max_open: an idle kept-alive connection closed to make room for a new one at connections.max_open).",
             &["reason"],
         );
         let malformed_requests = counter_vec(
@@ -303,10 +312,11 @@ impl Metrics {
         let connections_refused = counter_vec(
             &r,
             "sekisho_connections_refused_total",
-            "Client connections refused at accept (closed before a byte was read), by reason (client_rate: over connections.per_client); in connections.mode count, counted but let in.",
+            "Client connections refused at accept (closed before a byte was read), by reason (max_open: the process holds connections.max_open and none is idle; client_max_open: the client holds connections.per_client.max_open; client_rate: over connections.per_client.rate); in connections.mode count, counted but let in.",
             &["reason"],
         );
-        let refused_client_rate = connections_refused.with_label_values(&["client_rate"]);
+        let refused_by = Refusal::ALL.map(|r| connections_refused.with_label_values(&[r.as_str()]));
+        let closed_max_open = connections_closed.with_label_values(&["max_open"]);
         let closed_header_timeout = connections_closed.with_label_values(&["header_timeout"]);
         let closed_idle = connections_closed.with_label_values(&["idle"]);
         // Every series with labels from a fixed set starts at 0, so that `increase()` in an
@@ -344,7 +354,23 @@ impl Metrics {
             reloads,
             connections_closed,
             connections_refused,
-            refused_client_rate,
+            refused_by,
+            closed_max_open,
+            connections_open: gauge(
+                &r,
+                "sekisho_connections_open",
+                "Client connections open now (counted from accept; see connections.max_open).",
+            ),
+            connections_idle: gauge(
+                &r,
+                "sekisho_connections_idle",
+                "Client connections open and waiting for their next request (kept alive).",
+            ),
+            connections_clients: gauge(
+                &r,
+                "sekisho_connections_clients",
+                "Clients (socket peers, IPv6 by client_ip.ipv6_prefix) with a connection open now.",
+            ),
             malformed_requests,
             closed_header_timeout,
             closed_idle,
@@ -512,6 +538,11 @@ impl Metrics {
     fn local_response(&self, status: u16) -> IntCounter {
         self.local_responses
             .with_label_values(&[status.to_string().as_str()])
+    }
+
+    /// `sekisho_connections_refused_total` for `why`.
+    pub fn refused(&self, why: Refusal) -> &IntCounter {
+        &self.refused_by[why as usize]
     }
 
     /// The text exposition of every metric.

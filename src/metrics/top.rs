@@ -49,13 +49,23 @@ struct Entry {
     key: Box<[u8]>,
     allowed: u64,
     refused: u64,
+    /// Connections refused at accept or cut by a deadline (the `ip` dimension only).
+    connections: u64,
     error: u64,
 }
 
 impl Entry {
     fn total(&self) -> u64 {
-        self.allowed + self.refused
+        self.allowed + self.refused + self.connections
     }
+}
+
+/// What one event counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Allowed,
+    Refused,
+    Connection,
 }
 
 #[derive(Debug, Default)]
@@ -67,7 +77,7 @@ struct Sketch {
 }
 
 impl Sketch {
-    fn add(&mut self, key: &[u8], refused: bool) {
+    fn add(&mut self, key: &[u8], event: Event) {
         let slot = match self.index.get(key) {
             Some(&i) => i,
             None if self.entries.len() < CAPACITY => {
@@ -75,6 +85,7 @@ impl Sketch {
                     key: key.into(),
                     allowed: 0,
                     refused: 0,
+                    connections: 0,
                     error: 0,
                 });
                 self.index.insert(key.into(), self.entries.len() - 1);
@@ -100,6 +111,7 @@ impl Sketch {
                         key: key.into(),
                         allowed: 0,
                         refused: 0,
+                        connections: 0,
                         error: smallest,
                     },
                 );
@@ -111,10 +123,10 @@ impl Sketch {
             }
         };
         let e = &mut self.entries[slot];
-        if refused {
-            e.refused += 1;
-        } else {
-            e.allowed += 1;
+        match event {
+            Event::Allowed => e.allowed += 1,
+            Event::Refused => e.refused += 1,
+            Event::Connection => e.connections += 1,
         }
     }
 }
@@ -136,6 +148,8 @@ pub struct Heavy {
     pub allowed: u64,
     /// Requests refused.
     pub refused: u64,
+    /// Connections refused at accept or cut by a `connections:` deadline (`ip` only).
+    pub connections_refused: u64,
     /// How much of the count may belong to keys this one replaced.
     pub error: u64,
 }
@@ -164,19 +178,34 @@ impl TopTalkers {
 
     /// Counts one request at `minute` (minutes since any fixed origin).
     pub fn record(&self, minute: u64, keys: [&[u8]; 4], refused: bool) {
-        let slot = (minute % MINUTES as u64) as usize;
+        let event = if refused {
+            Event::Refused
+        } else {
+            Event::Allowed
+        };
         for (d, key) in keys.iter().enumerate() {
-            let Some(mut s) = self.sketches[d * MINUTES + slot].try_lock() else {
-                self.skipped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            if s.minute != minute {
-                s.minute = minute;
-                s.entries.clear();
-                s.index.clear();
-            }
-            s.add(key, refused);
+            self.add(d, minute, key, event);
         }
+    }
+
+    /// Counts one connection of client `ip` (from [`ip_bytes`]) refused at accept or cut by a
+    /// deadline at `minute`.
+    pub fn record_connection(&self, minute: u64, ip: &[u8]) {
+        self.add(Dimension::Ip as usize, minute, ip, Event::Connection);
+    }
+
+    fn add(&self, dim: usize, minute: u64, key: &[u8], event: Event) {
+        let slot = (minute % MINUTES as u64) as usize;
+        let Some(mut s) = self.sketches[dim * MINUTES + slot].try_lock() else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if s.minute != minute {
+            s.minute = minute;
+            s.entries.clear();
+            s.index.clear();
+        }
+        s.add(key, event);
     }
 
     /// The `n` heaviest keys of `dim` over the last `window` minutes (1 to 15) at `minute`
@@ -190,7 +219,7 @@ impl TopTalkers {
         v6_prefix: u8,
     ) -> Vec<Heavy> {
         let window = window.clamp(1, MINUTES as u64);
-        let mut sum: HashMap<Box<[u8]>, (u64, u64, u64)> = HashMap::new();
+        let mut sum: HashMap<Box<[u8]>, (u64, u64, u64, u64)> = HashMap::new();
         for m in minute + 1 - window.min(minute + 1)..=minute {
             let s = self.sketches[dim as usize * MINUTES + (m % MINUTES as u64) as usize].lock();
             if s.minute != m {
@@ -201,23 +230,27 @@ impl TopTalkers {
                 t.0 += e.allowed;
                 t.1 += e.refused;
                 t.2 += e.error;
+                t.3 += e.connections;
             }
         }
         let mut out: Vec<Heavy> = sum
             .into_iter()
-            .map(|(k, (allowed, refused, error))| Heavy {
-                key: match dim {
-                    Dimension::Ip => ip_text(&k, v6_prefix),
-                    _ => String::from_utf8_lossy(&k).into_owned(),
+            .map(
+                |(k, (allowed, refused, error, connections_refused))| Heavy {
+                    key: match dim {
+                        Dimension::Ip => ip_text(&k, v6_prefix),
+                        _ => String::from_utf8_lossy(&k).into_owned(),
+                    },
+                    allowed,
+                    refused,
+                    connections_refused,
+                    error,
                 },
-                allowed,
-                refused,
-                error,
-            })
+            )
             .collect();
         out.sort_by(|a, b| {
-            (b.allowed + b.refused)
-                .cmp(&(a.allowed + a.refused))
+            (b.allowed + b.refused + b.connections_refused)
+                .cmp(&(a.allowed + a.refused + a.connections_refused))
                 .then(a.key.cmp(&b.key))
         });
         out.truncate(n);
@@ -276,6 +309,7 @@ mod tests {
                 key: "ip9".into(),
                 allowed: 10,
                 refused: 0,
+                connections_refused: 0,
                 error: 0
             }
         );
@@ -285,10 +319,20 @@ mod tests {
                 key: "ip8".into(),
                 allowed: 0,
                 refused: 9,
+                connections_refused: 0,
                 error: 0
             }
         );
         assert_eq!(top.len(), 3);
+        // a client whose connections are refused ranks by them too
+        for _ in 0..50 {
+            t.record_connection(7, b"ip0");
+        }
+        let top = t.top(Dimension::Ip, 5, 7, 1, 64);
+        assert_eq!(
+            (top[0].key.as_str(), top[0].connections_refused),
+            ("ip0", 50)
+        );
         let c = t.top(Dimension::Country, 5, 7, 3, 64);
         assert_eq!((c[0].allowed, c[0].refused), (30, 25));
     }

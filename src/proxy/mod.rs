@@ -31,6 +31,7 @@ use crate::defense::attack::Example;
 use crate::defense::store::Clocks;
 use crate::defense::{Defense, Trigger};
 use crate::engine::{normalize_path, Country, Decision, Facts, Live, RuleRef, SlotRegistry};
+use crate::iplist::ip_key;
 use crate::limiter::{Clock, Limiter, MonotonicClock, Nanos};
 use crate::metrics::access_log::{AccessLog, Record};
 use crate::metrics::decision_log::{now_rfc3339, DecisionLog, Entry};
@@ -146,6 +147,8 @@ pub struct State {
     pub defense: Defense,
     /// When this process started, in seconds since the Unix epoch.
     pub started_unix: u64,
+    /// Open client connections, in all and per client (`connections.max_open`).
+    pub connections: Arc<crate::conn::Table>,
 }
 
 /// What the reload counters (`sekisho_reloads_total`, the last-success gauge) do not hold.
@@ -202,12 +205,10 @@ impl State {
             reloads: ReloadStats::default(),
             early_hup: Mutex::new(None),
             started_unix,
+            connections: Arc::new(crate::conn::Table::new()),
         }
     }
 }
-
-/// Marks a connection kept alive after a response (a zero-sized box: no allocation).
-struct KeptAlive;
 
 /// The proxy: a Pingora HTTP application that judges each request and forwards what passes.
 pub struct Sekisho {
@@ -274,8 +275,21 @@ impl HttpServerApp for Sekisho {
         // answered in order (Pingora keeps the bytes read past this request for the next)
         session.set_pipelining_enabled(true);
         let limits = self.state.snapshot.load().config.connections.clone();
-        // Set by the previous request on this connection: this one follows a kept-alive wait.
-        let kept_alive = session.take_connection_user_context().is_some();
+        // The connection's place in the open count, carried from the previous request on it
+        // (this one then follows a kept-alive wait), or claimed from the accept gate's
+        // reservation; dropped with the connection, whichever way it ends.
+        let (open, kept_alive) = match session
+            .take_connection_user_context()
+            .and_then(|c| c.downcast::<crate::conn::Open>().ok())
+        {
+            Some(open) => (*open, true),
+            None => {
+                let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+                let v6 = self.state.snapshot.load().config.client_ip.ipv6_prefix;
+                let key = ip_key(peer_of(&session), v6);
+                (self.state.connections.claim(peer, key), false)
+            }
+        };
         if session.get_keepalive().is_some() {
             // Pingora's own wait for the next request, and the per-read limit while reading it
             session.set_keepalive(Some(limits.idle_timeout.as_secs().max(1)));
@@ -287,6 +301,15 @@ impl HttpServerApp for Sekisho {
             limits.header_timeout
         };
         let started = std::time::Instant::now();
+        // a kept-alive connection waiting for its next request is idle: when the process is
+        // at connections.max_open, the longest idle one closes to make room for a new one
+        let idle = kept_alive.then(|| open.idle());
+        let shed = async {
+            match &idle {
+                Some(idle) => idle.shed().await,
+                None => std::future::pending().await,
+            }
+        };
         let read = tokio::select! {
             biased; // a request already buffered is served before the stop is noticed
             // Pingora's fast timer (a shared wheel, 10 ms ticks): cheaper than a tokio timer
@@ -294,11 +317,15 @@ impl HttpServerApp for Sekisho {
                 Ok(read) => read,
                 Err(_) => {
                     self.state.metrics.closed_header_timeout.inc();
+                    let snap = self.state.snapshot.load();
+                    accept::report_cut(&self.state, &snap, peer_of(&session).to_canonical(), "connections.header_timeout");
                     return None;
                 }
             },
             _ = self.stop.notified() => return None,
+            _ = shed => return None,
         };
+        drop(idle);
         if matches!(read, Ok(false)) && kept_alive && started.elapsed() >= limits.idle_timeout {
             // Pingora let the kept-alive connection go after idle_timeout without a byte
             self.state.metrics.closed_idle.inc();
@@ -374,7 +401,7 @@ impl HttpServerApp for Sekisho {
         self.logging(&session, &ctx);
         done.ok()?;
         let mut settings = HttpPersistentSettings::for_session(&session);
-        settings.set_user_context(Box::new(KeptAlive));
+        settings.set_user_context(Box::new(open));
         match session.finish().await {
             Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
             _ => None,
@@ -598,6 +625,8 @@ impl Sekisho {
             let counts = match p.trigger {
                 Trigger::Limited => limited,
                 Trigger::Status(_) => !limited && p.counts_status(status),
+                // fed by the accept gate and the connection deadlines
+                Trigger::Connections => false,
             };
             if !counts {
                 continue;

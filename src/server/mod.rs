@@ -2,6 +2,7 @@
 //! [`listeners`]), the proxy service, the admin service and the housekeeping service. Logic
 //! lives elsewhere; this only wires.
 
+mod fds;
 pub mod listeners;
 
 use std::sync::Arc;
@@ -82,6 +83,10 @@ pub fn build(
         .map_err(|e| format!("cannot open the access log {:?}: {e}", a.target))?;
         state.access_log = Some(log);
     }
+    fds::cap(
+        &state.connections,
+        state.snapshot.load().config.connections.max_open,
+    );
     let state = Arc::new(state);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
     let mut server = Server::new_with_opt_and_conf(Some(Opt::default()), conf);

@@ -73,6 +73,16 @@ impl Proxy {
 
     /// Like [`start`](Self::start), with a hook to write extra files (list files) first.
     pub fn start_with(body: &str, prepare: impl Fn(&std::path::Path)) -> Self {
+        Self::launch(body, prepare, None)
+    }
+
+    /// Like [`start`](Self::start), the process limited to `nofile` descriptors (soft and
+    /// hard, through util-linux's `prlimit`).
+    pub fn start_limited(body: &str, nofile: u64) -> Self {
+        Self::launch(body, |_| {}, Some(nofile))
+    }
+
+    fn launch(body: &str, prepare: impl Fn(&std::path::Path), nofile: Option<u64>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         prepare(dir.path());
         let config = dir.path().join("sekisho.yaml");
@@ -80,7 +90,7 @@ impl Proxy {
             let port = free_port("127.0.0.1");
             let admin_port = free_port("127.0.0.1");
             std::fs::write(&config, config_text(port, admin_port, body)).expect("write config");
-            if let Some(child) = spawn(&config, port, admin_port) {
+            if let Some(child) = spawn(&config, port, admin_port, nofile) {
                 return Self {
                     child,
                     port,
@@ -99,7 +109,7 @@ impl Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
         for _attempt in 0..50 {
-            if let Some(child) = spawn(&self.config, self.port, self.admin_port) {
+            if let Some(child) = spawn(&self.config, self.port, self.admin_port, None) {
                 self.child = child;
                 return;
             }
@@ -209,8 +219,23 @@ pub fn config_text(port: u16, admin_port: u16, body: &str) -> String {
 
 /// Runs `sekisho run -c config` and waits until it listens on both ports; `None` if it exited
 /// first (a port was taken, or the config is bad).
-fn spawn(config: &std::path::Path, port: u16, admin_port: u16) -> Option<Child> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sekisho"))
+fn spawn(
+    config: &std::path::Path,
+    port: u16,
+    admin_port: u16,
+    nofile: Option<u64>,
+) -> Option<Child> {
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_sekisho"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_sekisho")),
+    };
+    let mut child = cmd
         .args(["run", "-c"])
         .arg(config)
         .env("SEKISHO_LOG", "warn")
