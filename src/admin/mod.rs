@@ -220,6 +220,10 @@ impl Admin {
         let m = &s.metrics;
         m.tracked_keys.set(s.limiter.len() as i64);
         m.connections_open.set(s.connections.open() as i64);
+        let failed = crate::metrics::ACCEPT_ERRORS.load(Ordering::Relaxed);
+        if failed > m.accept_errors.get() {
+            m.accept_errors.inc_by(failed - m.accept_errors.get());
+        }
         m.connections_idle.set(s.connections.idle() as i64);
         m.connections_clients.set(s.connections.clients() as i64);
         let evicted = s.limiter.evictions();

@@ -29,6 +29,10 @@ pub const MALFORMED_REASONS: [&str; 4] = [
 /// The `reason` of `sekisho_malformed_requests_total` for a head Pingora's parser refused.
 pub const UNPARSABLE: &str = "unparsable";
 
+/// Accepts that failed (out of descriptors or memory), counted by the logging layer that sees
+/// Pingora's accept loop; `sekisho_accept_errors_total` at scrape.
+pub static ACCEPT_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Every metric sekisho exports.
 pub struct Metrics {
     registry: Registry,
@@ -54,6 +58,8 @@ pub struct Metrics {
     refused_by: [IntCounter; 3],
     /// `connections_closed` for `max_open`: idle connections closed to make room.
     pub closed_max_open: IntCounter,
+    /// `sekisho_accept_errors_total` (brought up to date at scrape from [`ACCEPT_ERRORS`]).
+    pub accept_errors: IntCounter,
     /// `sekisho_connections_open`: client connections open (set at scrape).
     pub connections_open: IntGauge,
     /// `sekisho_connections_idle`: of them, waiting for their next request (set at scrape).
@@ -356,6 +362,11 @@ impl Metrics {
             connections_refused,
             refused_by,
             closed_max_open,
+            accept_errors: counter(
+                &r,
+                "sekisho_accept_errors_total",
+                "Accepts of a client or admin connection that failed (out of descriptors or memory); the process keeps serving what it has and retries.",
+            ),
             connections_open: gauge(
                 &r,
                 "sekisho_connections_open",

@@ -2,6 +2,7 @@
 //! [`listeners`]), the proxy service, the admin service and the housekeeping service. Logic
 //! lives elsewhere; this only wires.
 
+pub mod accept_errors;
 mod fds;
 pub mod listeners;
 

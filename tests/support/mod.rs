@@ -328,6 +328,11 @@ impl Run {
         false
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends `signal` (`TERM`, `INT`, ...) to the process.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
