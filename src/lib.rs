@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod defense;
 pub mod engine;
 pub mod geo;

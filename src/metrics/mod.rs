@@ -28,6 +28,10 @@ pub const MALFORMED_REASONS: [&str; 4] = [
 /// The `reason` of `sekisho_malformed_requests_total` for a head Pingora's parser refused.
 pub const UNPARSABLE: &str = "unparsable";
 
+/// The `reason` of `sekisho_malformed_requests_total` for a chunked body Pingora's reader
+/// refused (a bad chunk-size line, a missing CRLF, a malformed trailer section).
+pub const BAD_CHUNK: &str = "bad_chunk";
+
 /// Every metric sekisho exports.
 pub struct Metrics {
     registry: Registry,
@@ -57,6 +61,10 @@ pub struct Metrics {
     pub closed_header_timeout: IntCounter,
     /// See [`Metrics::closed_header_timeout`].
     pub closed_idle: IntCounter,
+    /// `connections_closed` for `body_timeout`, resolved once.
+    pub closed_body_timeout: IntCounter,
+    /// `malformed_requests` for [`BAD_CHUNK`], resolved once.
+    pub malformed_bad_chunk: IntCounter,
     /// `sekisho_last_reload_success_timestamp_seconds`.
     pub last_reload_success: IntGauge,
     /// `sekisho_start_time_seconds`: when the process started.
@@ -288,16 +296,16 @@ impl Metrics {
         let connections_closed = counter_vec(
             &r,
             "sekisho_connections_closed_total",
-            "Client connections sekisho closed itself, by reason (header_timeout: the request head did not arrive in connections.header_timeout; idle: a kept-alive connection waited connections.idle_timeout).",
+            "Client connections sekisho closed itself, by reason (header_timeout: the request head did not arrive in connections.header_timeout; idle: a kept-alive connection waited connections.idle_timeout; body_timeout: a request body stalled past connections.body_timeout or came slower than connections.body_min_rate).",
             &["reason"],
         );
         let malformed_requests = counter_vec(
             &r,
             "sekisho_malformed_requests_total",
-            "Requests answered 400 and their connection closed for ambiguous framing, by reason (content_length_and_transfer_encoding, content_length, transfer_encoding, host; unparsable: a head the HTTP parser refused).",
+            "Requests answered 400 and their connection closed for ambiguous framing, by reason (content_length_and_transfer_encoding, content_length, transfer_encoding, host; unparsable: a head the HTTP parser refused; bad_chunk: a malformed chunk in a chunked body).",
             &["reason"],
         );
-        for why in MALFORMED_REASONS.iter().chain(&[UNPARSABLE]) {
+        for why in MALFORMED_REASONS.iter().chain(&[UNPARSABLE, BAD_CHUNK]) {
             malformed_requests.with_label_values(&[why]);
         }
         let connections_refused = counter_vec(
@@ -309,6 +317,8 @@ impl Metrics {
         let refused_client_rate = connections_refused.with_label_values(&["client_rate"]);
         let closed_header_timeout = connections_closed.with_label_values(&["header_timeout"]);
         let closed_idle = connections_closed.with_label_values(&["idle"]);
+        let closed_body_timeout = connections_closed.with_label_values(&["body_timeout"]);
+        let malformed_bad_chunk = malformed_requests.with_label_values(&[BAD_CHUNK]);
         // Every series with labels from a fixed set starts at 0, so that `increase()` in an
         // alert sees the first event after a start (a series born at 1 has no sample before it).
         for result in ["ok", "error"] {
@@ -348,6 +358,8 @@ impl Metrics {
             malformed_requests,
             closed_header_timeout,
             closed_idle,
+            closed_body_timeout,
+            malformed_bad_chunk,
             last_reload_success: gauge(
                 &r,
                 "sekisho_last_reload_success_timestamp_seconds",
