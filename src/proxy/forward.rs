@@ -8,6 +8,9 @@
 //! bounded LIFO per peer address that outlives snapshots; a connection the upstream closed
 //! while idle is found by a non-blocking read probe when it is taken, and one idle longer than
 //! `idle_timeout` is closed then or by the housekeeping sweep.
+//!
+//! The request body is read under `connections.body_*` ([`BodyLimits`]): a body cut there, or
+//! one with a malformed chunk, is answered here (408, 400) and its upstream connection dropped.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -457,7 +460,8 @@ impl Sekisho {
                 return Err(Failure::Answer(status_for(&e), e));
             }
             if has_body {
-                // on an error `up` is dropped below, closing the upstream connection
+                // on an error `?` returns and drops `up`: that upstream connection, mid-request,
+                // is closed and never pooled
                 send_body(session, &mut up, &snap.config.connections.body).await?;
             }
             match read_final_header(session, &mut up).await {
