@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Modules that must never import `config`.
-const BELOW_CONFIG: &[&str] = &["engine", "limiter", "iplist", "geo", "defense", "metrics"];
+const BELOW_CONFIG: &[&str] = &[
+    "engine", "limiter", "iplist", "geo", "defense", "metrics", "conn",
+];
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)

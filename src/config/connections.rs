@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::bytes::{format_byte_rate, parse_byte_rate};
 use super::{format_duration, RawConfig, RawMode, Validator, S};
+use crate::conn::body::BodyLimits;
 use crate::engine::Mode;
 use crate::limiter::Quota;
 
@@ -19,6 +21,10 @@ pub struct ConnectionSettings {
     pub header_timeout: Duration,
     /// A kept-alive connection with no request in progress is closed after this (default 60 s).
     pub idle_timeout: Duration,
+    /// `body_timeout`, `body_min_rate`, `body_rate_grace`: a request body that stalls longer
+    /// than 30 s between reads, or comes slower than 1 KiB/s on average after its first 10 s,
+    /// is cut (408 if nothing was answered yet) and its connection closed.
+    pub body: BodyLimits,
     /// Requests served on one connection before it is closed (default 10 000; nginx's
     /// `keepalive_requests` is 1000).
     pub max_requests_per_connection: u32,
@@ -47,6 +53,7 @@ impl Default for ConnectionSettings {
         Self {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            body: BodyLimits::default(),
             max_requests_per_connection: 10_000,
             max_open: 50_000,
             per_client_max_open: Some(256),
@@ -61,6 +68,9 @@ impl Default for ConnectionSettings {
 pub(super) struct EffectiveConnections {
     header_timeout: String,
     idle_timeout: String,
+    body_timeout: String,
+    body_min_rate: String,
+    body_rate_grace: String,
     max_requests_per_connection: u32,
     max_open: usize,
     per_client: EffectivePerClient,
@@ -80,6 +90,12 @@ impl ConnectionSettings {
         EffectiveConnections {
             header_timeout: format_duration(self.header_timeout),
             idle_timeout: format_duration(self.idle_timeout),
+            body_timeout: format_duration(self.body.stall),
+            body_min_rate: self
+                .body
+                .min_rate
+                .map_or_else(|| "off".to_string(), format_byte_rate),
+            body_rate_grace: format_duration(self.body.grace),
             max_requests_per_connection: self.max_requests_per_connection,
             max_open: self.max_open,
             per_client: EffectivePerClient {
@@ -102,6 +118,9 @@ impl ConnectionSettings {
 pub struct RawConnections {
     pub header_timeout: Option<S<String>>,
     pub idle_timeout: Option<S<String>>,
+    pub body_timeout: Option<S<String>>,
+    pub body_min_rate: Option<S<String>>,
+    pub body_rate_grace: Option<S<String>>,
     pub max_requests_per_connection: Option<S<u32>>,
     pub max_open: Option<S<u64>>,
     pub per_client: Option<RawPerClient>,
@@ -149,6 +168,7 @@ impl Validator<'_> {
                 Duration::from_secs(1),
                 Duration::from_secs(86_400),
             ),
+            body: self.body_limits(c),
             max_requests_per_connection,
             max_open: match c.and_then(|c| c.max_open.as_ref()) {
                 Some(m) if m.value == 0 || m.value > 10_000_000 => {
@@ -165,6 +185,39 @@ impl Validator<'_> {
             per_client_max_open: self.client_max_open(c.and_then(|c| c.per_client.as_ref())),
             per_client_rate: self.client_rate(c.and_then(|c| c.per_client.as_ref())),
             mode: c.and_then(|c| c.mode).unwrap_or_default().into(),
+        }
+    }
+
+    /// `connections.body_timeout`, `body_min_rate`, `body_rate_grace`.
+    fn body_limits(&mut self, c: Option<&RawConnections>) -> BodyLimits {
+        let default = BodyLimits::default();
+        let min_rate = match c.and_then(|c| c.body_min_rate.as_ref()) {
+            None => default.min_rate,
+            Some(r) if r.value.trim() == "off" => None,
+            Some(r) => match parse_byte_rate(&r.value) {
+                Ok(rate) => Some(rate),
+                Err(m) => {
+                    self.err(r, "connections.body_min_rate", m);
+                    default.min_rate
+                }
+            },
+        };
+        BodyLimits {
+            stall: self.duration_in(
+                c.and_then(|c| c.body_timeout.as_ref()),
+                "connections.body_timeout",
+                default.stall,
+                Duration::from_secs(1),
+                Duration::from_secs(3600),
+            ),
+            min_rate,
+            grace: self.duration_in(
+                c.and_then(|c| c.body_rate_grace.as_ref()),
+                "connections.body_rate_grace",
+                default.grace,
+                Duration::from_secs(1),
+                Duration::from_secs(3600),
+            ),
         }
     }
 

@@ -30,6 +30,7 @@
 
 mod access_log;
 mod admin;
+mod bytes;
 mod cache;
 mod client_ip;
 mod codes;

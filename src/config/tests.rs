@@ -821,6 +821,61 @@ fn connections_parse_with_defaults_and_name_their_errors() {
 }
 
 #[test]
+fn body_limits_parse_with_defaults_and_name_their_errors() {
+    use crate::conn::body::BodyLimits;
+    use std::num::NonZeroU64;
+    let c = parse_str("upstreams: [\"127.0.0.1:8000\"]\n").unwrap();
+    assert_eq!(
+        c.connections.body,
+        BodyLimits {
+            stall: Duration::from_secs(30),
+            min_rate: NonZeroU64::new(1024),
+            grace: Duration::from_secs(10),
+        }
+    );
+    let c = parse_str(
+        "upstreams: [\"127.0.0.1:8000\"]\nconnections: { body_timeout: 5s, body_min_rate: 2MiB/s, body_rate_grace: 1m }\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.connections.body,
+        BodyLimits {
+            stall: Duration::from_secs(5),
+            min_rate: NonZeroU64::new(2 << 20),
+            grace: Duration::from_secs(60),
+        }
+    );
+    let text = c.effective().unwrap();
+    assert!(
+        text.contains("  body_timeout: 5s\n  body_min_rate: 2MiB/s\n  body_rate_grace: 1m\n"),
+        "{text}"
+    );
+    let c = parse_str("upstreams: [\"127.0.0.1:8000\"]\nconnections: { body_min_rate: off }\n")
+        .unwrap();
+    assert_eq!(c.connections.body.min_rate, None);
+    assert!(c
+        .effective()
+        .unwrap()
+        .contains("  body_min_rate: \"off\"\n"));
+    let bad = errors(
+        "upstreams: [\"127.0.0.1:8000\"]\nconnections: { body_timeout: 0s, body_min_rate: 1KB/s, body_rate_grace: 2h }\n",
+    );
+    assert_exactly(
+        &bad,
+        &[
+            "t.yaml:2:30: connections.body_timeout: \"0s\" is out of range (1s to 1h)",
+            "t.yaml:2:49: connections.body_min_rate: \"1KB/s\" is not a byte rate (e.g. 512B/s, 1KiB/s, 2MiB/s, or off)",
+            "t.yaml:2:73: connections.body_rate_grace: \"2h\" is out of range (1s to 1h)",
+        ],
+    );
+    let zero = errors("upstreams: [\"127.0.0.1:8000\"]\nconnections: { body_min_rate: 0B/s }\n");
+    assert_exactly(
+        &zero,
+        &["t.yaml:2:31: connections.body_min_rate: \"0B/s\" is out of range (1B/s to 1024MiB/s)"],
+    );
+}
+
+#[test]
 fn per_client_connection_rates_parse_and_name_their_errors() {
     let c = parse_str("upstreams: [\"127.0.0.1:8000\"]\n").unwrap();
     let q = c.connections.per_client_rate.expect("on by default");

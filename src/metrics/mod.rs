@@ -33,6 +33,10 @@ pub const UNPARSABLE: &str = "unparsable";
 /// Pingora's accept loop; `sekisho_accept_errors_total` at scrape.
 pub static ACCEPT_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The `reason` of `sekisho_malformed_requests_total` for a chunked body Pingora's reader
+/// refused (a bad chunk-size line, a missing CRLF, a malformed trailer section).
+pub const BAD_CHUNK: &str = "bad_chunk";
+
 /// Every metric sekisho exports.
 pub struct Metrics {
     registry: Registry,
@@ -72,6 +76,10 @@ pub struct Metrics {
     pub closed_header_timeout: IntCounter,
     /// See [`Metrics::closed_header_timeout`].
     pub closed_idle: IntCounter,
+    /// `connections_closed` for `body_timeout`, resolved once.
+    pub closed_body_timeout: IntCounter,
+    /// `malformed_requests` for [`BAD_CHUNK`], resolved once.
+    pub malformed_bad_chunk: IntCounter,
     /// `sekisho_last_reload_success_timestamp_seconds`.
     pub last_reload_success: IntGauge,
     /// `sekisho_start_time_seconds`: when the process started.
@@ -303,16 +311,16 @@ impl Metrics {
         let connections_closed = counter_vec(
             &r,
             "sekisho_connections_closed_total",
-            "Client connections sekisho closed itself, by reason (header_timeout: the request head did not arrive in connections.header_timeout; idle: a kept-alive connection waited connections.idle_timeout; max_open: an idle kept-alive connection closed to make room for a new one at connections.max_open).",
+            "Client connections sekisho closed itself, by reason (header_timeout: the request head did not arrive in connections.header_timeout; idle: a kept-alive connection waited connections.idle_timeout; max_open: an idle kept-alive connection closed to make room for a new one at connections.max_open; body_timeout: a request body stalled past connections.body_timeout or came slower than connections.body_min_rate).",
             &["reason"],
         );
         let malformed_requests = counter_vec(
             &r,
             "sekisho_malformed_requests_total",
-            "Requests answered 400 and their connection closed for ambiguous framing, by reason (content_length_and_transfer_encoding, content_length, transfer_encoding, host; unparsable: a head the HTTP parser refused).",
+            "Requests answered 400 and their connection closed for ambiguous framing, by reason (content_length_and_transfer_encoding, content_length, transfer_encoding, host; unparsable: a head the HTTP parser refused; bad_chunk: a malformed chunk in a chunked body).",
             &["reason"],
         );
-        for why in MALFORMED_REASONS.iter().chain(&[UNPARSABLE]) {
+        for why in MALFORMED_REASONS.iter().chain(&[UNPARSABLE, BAD_CHUNK]) {
             malformed_requests.with_label_values(&[why]);
         }
         let connections_refused = counter_vec(
@@ -325,6 +333,8 @@ impl Metrics {
         let closed_max_open = connections_closed.with_label_values(&["max_open"]);
         let closed_header_timeout = connections_closed.with_label_values(&["header_timeout"]);
         let closed_idle = connections_closed.with_label_values(&["idle"]);
+        let closed_body_timeout = connections_closed.with_label_values(&["body_timeout"]);
+        let malformed_bad_chunk = malformed_requests.with_label_values(&[BAD_CHUNK]);
         // Every series with labels from a fixed set starts at 0, so that `increase()` in an
         // alert sees the first event after a start (a series born at 1 has no sample before it).
         for result in ["ok", "error"] {
@@ -385,6 +395,8 @@ impl Metrics {
             malformed_requests,
             closed_header_timeout,
             closed_idle,
+            closed_body_timeout,
+            malformed_bad_chunk,
             last_reload_success: gauge(
                 &r,
                 "sekisho_last_reload_success_timestamp_seconds",

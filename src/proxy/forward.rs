@@ -8,6 +8,9 @@
 //! bounded LIFO per peer address that outlives snapshots; a connection the upstream closed
 //! while idle is found by a non-blocking read probe when it is taken, and one idle longer than
 //! `idle_timeout` is closed then or by the housekeeping sweep.
+//!
+//! The request body is read under `connections.body_*` ([`BodyLimits`]): a body cut there, or
+//! one with a malformed chunk, is answered here (408, 400) and its upstream connection dropped.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +29,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 
 use super::{Ctx, Sekisho};
+use crate::conn::body::{BodyLimits, Cut};
 use crate::limiter::{nanos, Clock, Nanos};
 
 /// Idle keep-alive connections to upstream peers, newest last, at most `cap` in all, in one
@@ -297,6 +301,42 @@ enum Failure {
     Answer(u16, Box<Error>),
     /// The client went away or upstream broke after the response started: close quietly.
     Broken(Box<Error>),
+    /// The client's body was cut or malformed: answer it and close. The upstream connection
+    /// that got part of it is dropped, never pooled (it is mid-request).
+    Body(BodyFault, Box<Error>),
+}
+
+/// Why sekisho stopped reading a request body itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFault {
+    /// It stalled past `body_timeout` or came slower than `body_min_rate`: 408.
+    Slow(Cut),
+    /// Pingora's chunked reader refused it: 400.
+    BadChunk,
+}
+
+impl BodyFault {
+    fn status(self) -> u16 {
+        match self {
+            Self::Slow(_) => 408,
+            Self::BadChunk => 400,
+        }
+    }
+}
+
+/// Pingora 0.9.1's error types for a malformed chunked body (`v1::body`, not exported).
+const INVALID_CHUNK: ErrorType = ErrorType::new("InvalidChunk");
+const INVALID_TRAILER_END: ErrorType = ErrorType::new("InvalidTrailerEnd");
+
+/// What a failed read of the request body means: `Some` for a body sekisho answers itself
+/// (a read that waited out its deadline `cut`, a malformed chunk), `None` for a client that
+/// went away (the connection is closed quietly).
+fn body_fault(e: &Error, cut: Cut) -> Option<BodyFault> {
+    match e.etype() {
+        ErrorType::ReadTimedout => Some(BodyFault::Slow(cut)),
+        t if *t == INVALID_CHUNK || *t == INVALID_TRAILER_END => Some(BodyFault::BadChunk),
+        _ => None,
+    }
 }
 
 impl Sekisho {
@@ -329,6 +369,18 @@ impl Sekisho {
             Err(Failure::Broken(e)) => {
                 ctx.upstream_failed = true;
                 Err(e)
+            }
+            Err(Failure::Body(fault, e)) => {
+                tracing::debug!(error = %e, ?fault, "request body cut");
+                let m = &self.state.metrics;
+                match fault {
+                    BodyFault::Slow(_) => m.closed_body_timeout.inc(),
+                    BodyFault::BadChunk => m.malformed_bad_chunk.inc(),
+                }
+                // Pingora marks a refused body done: keep-alive must be turned off here
+                session.set_keepalive(None);
+                super::local::answer(session, fault.status()).await?;
+                Ok(())
             }
         }
     }
@@ -408,7 +460,9 @@ impl Sekisho {
                 return Err(Failure::Answer(status_for(&e), e));
             }
             if has_body {
-                send_body(session, &mut up).await?;
+                // on an error `?` returns and drops `up`: that upstream connection, mid-request,
+                // is closed and never pooled
+                send_body(session, &mut up, &snap.config.connections.body).await?;
             }
             match read_final_header(session, &mut up).await {
                 Ok(()) => {}
@@ -459,9 +513,54 @@ impl Sekisho {
     }
 }
 
-/// Copies the client's request body to upstream.
-async fn send_body(session: &mut ServerSession, up: &mut UpstreamSession) -> Result<(), Failure> {
-    while let Some(chunk) = session.read_request_body().await.map_err(Failure::Broken)? {
+/// Copies the client's request body to upstream, each read within the deadline of
+/// [`BodyLimits::next_wait`] (set as Pingora's own per-read timeout: one timer per read). Only
+/// the time spent waiting for the client counts, not the time upstream took to take the bytes.
+/// The session's read timeout is put back afterwards.
+async fn send_body(
+    session: &mut ServerSession,
+    up: &mut UpstreamSession,
+    limits: &BodyLimits,
+) -> Result<(), Failure> {
+    let before = session.get_read_timeout();
+    let sent = copy_body(session, up, limits).await;
+    session.set_read_timeout(before);
+    sent
+}
+
+async fn copy_body(
+    session: &mut ServerSession,
+    up: &mut UpstreamSession,
+    limits: &BodyLimits,
+) -> Result<(), Failure> {
+    let mut waited = Duration::ZERO;
+    let mut received = 0u64;
+    loop {
+        let (wait, cut) = limits.next_wait(received, waited);
+        if wait.is_zero() {
+            let e = Error::explain(ErrorType::ReadTimedout, "request body below body_min_rate");
+            return Err(Failure::Body(BodyFault::Slow(cut), e));
+        }
+        session.set_read_timeout(Some(wait));
+        let started = std::time::Instant::now();
+        let read = session.read_request_body().await;
+        waited += started.elapsed();
+        let chunk = match read {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                return Err(match body_fault(&e, cut) {
+                    Some(fault) => Failure::Body(fault, e),
+                    None => Failure::Broken(e),
+                })
+            }
+        };
+        if chunk.is_empty() {
+            // a read that ended inside a chunk-size line or the last chunk: written to a
+            // chunked upstream body, an empty chunk would be its terminating `0` chunk
+            continue;
+        }
+        received = received.saturating_add(chunk.len() as u64);
         up.write_body(&chunk)
             .await
             .map_err(|e| Failure::Answer(status_for(&e), e))?;
@@ -566,6 +665,25 @@ mod tests {
             req.append_header(k.to_string(), *v).expect("header");
         }
         req
+    }
+
+    #[test]
+    fn body_read_errors_map_to_their_answers() {
+        let e = |t: ErrorType| Error::explain(t, "test");
+        assert_eq!(
+            body_fault(&e(ErrorType::ReadTimedout), Cut::TooSlow),
+            Some(BodyFault::Slow(Cut::TooSlow))
+        );
+        for chunk in [INVALID_CHUNK, INVALID_TRAILER_END] {
+            let fault = body_fault(&e(chunk), Cut::Stalled);
+            assert_eq!(fault, Some(BodyFault::BadChunk));
+            assert_eq!(fault.map(BodyFault::status), Some(400));
+        }
+        assert_eq!(BodyFault::Slow(Cut::Stalled).status(), 408);
+        // a client that went away is not answered
+        for gone in [ErrorType::ConnectionClosed, ErrorType::ReadError] {
+            assert_eq!(body_fault(&e(gone), Cut::Stalled), None);
+        }
     }
 
     #[test]

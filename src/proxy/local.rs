@@ -1,6 +1,7 @@
 //! Answers sekisho writes itself rather than the origin: a rule's refusal (its header built
 //! once per snapshot from [`local_header`]) and the errors of [`answer`]: a malformed request,
-//! `CONNECT`, an origin that could not be reached or did not answer in time.
+//! a request body that came too slowly, `CONNECT`, an origin that could not be reached or did
+//! not answer in time.
 //!
 //! Every one carries a short text body, `Content-Type: text/plain`, `Cache-Control: no-store`
 //! and no `Server` field; Pingora's writer adds `Date` and `Connection` (`close` when the
@@ -27,6 +28,7 @@ pub fn body_of(status: u16) -> &'static str {
     match status {
         400 => "400 Bad Request\n",
         405 => "405 Method Not Allowed: sekisho does not forward CONNECT\n",
+        408 => "408 Request Timeout: the request body did not arrive in time\n",
         500 => "500 Internal Server Error\n",
         502 => "502 Bad Gateway: no valid response from the origin\n",
         504 => "504 Gateway Timeout: the origin did not answer in time\n",
