@@ -146,6 +146,36 @@ pub struct State {
     pub defense: Defense,
     /// When this process started, in seconds since the Unix epoch.
     pub started_unix: u64,
+    /// Requests being served: a graceful stop waits for none to be left.
+    pub in_flight: InFlight,
+}
+
+/// How many requests are between their head being read and their answer being finished. One
+/// shared counter, touched twice a request; a graceful stop polls it.
+#[derive(Debug, Default)]
+pub struct InFlight(std::sync::atomic::AtomicUsize);
+
+impl InFlight {
+    /// Counts a request in until the guard is dropped.
+    pub fn enter(&self) -> InFlightGuard<'_> {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self)
+    }
+
+    /// The requests in flight now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// One request in flight (see [`InFlight::enter`]).
+#[derive(Debug)]
+pub struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What the reload counters (`sekisho_reloads_total`, the last-success gauge) do not hold.
@@ -202,6 +232,7 @@ impl State {
             reloads: ReloadStats::default(),
             early_hup: Mutex::new(None),
             started_unix,
+            in_flight: InFlight::default(),
         }
     }
 }
@@ -320,6 +351,8 @@ impl HttpServerApp for Sekisho {
                 return None;
             }
         }
+        // until the answer is finished (or the connection dropped): a graceful stop waits
+        let _in_flight = self.state.in_flight.enter();
         if self.stopping.load(Ordering::Acquire) {
             session.set_keepalive(None);
         }
