@@ -27,7 +27,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy (the default when no command is given).
-    Run,
+    Run {
+        /// Take over from the running sekisho without dropping a connection: wait (about 5 s)
+        /// on `upgrade_socket` for its listening sockets, which it sends on SIGQUIT, then read
+        /// its saved ban state and serve; the old one finishes its requests and exits.
+        #[arg(long)]
+        upgrade: bool,
+    },
     /// Validate a config and its list files; print every error as FILE:LINE:COL: field: message,
     /// and every warning (valid, but almost never meant) as FILE:LINE:COL: field: warning: message.
     Check {
@@ -226,10 +232,10 @@ fn main() -> ExitCode {
             .clone()
             .unwrap_or_else(|| PathBuf::from("conf/sekisho.yaml"))
     };
-    match cli.command.unwrap_or(Command::Run) {
+    match cli.command.unwrap_or(Command::Run { upgrade: false }) {
         Command::Check { strict, print } => check(&config_path(), strict, print),
         Command::Config => check(&config_path(), false, true),
-        Command::Run => {
+        Command::Run { upgrade } => {
             let path = config_path();
             let slots = SlotRegistry::default();
             let mut cache = sekisho::config::ListCache::default();
@@ -266,15 +272,16 @@ fn main() -> ExitCode {
             {
                 tracing::warn!("cannot catch SIGHUP early: {e}");
             }
-            let (server, state) = match sekisho::server::build(config, slots, cache) {
+            let built = match sekisho::server::build(config, slots, cache, upgrade) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("{}: not started: {e}", path.display());
                     return ExitCode::from(1);
                 }
             };
-            *state.early_hup.lock() = Some(early_hup);
-            server.run_forever()
+            *built.state.early_hup.lock() = Some(early_hup);
+            sekisho::server::run(built);
+            ExitCode::SUCCESS
         }
         Command::Status { admin } => with_admin(&admin, &config_path(), |addr| {
             sekisho::cli::status(addr, admin.json)

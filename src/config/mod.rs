@@ -41,7 +41,7 @@ mod error;
 mod geo;
 mod listen;
 mod lists;
-mod paths;
+pub(crate) mod paths;
 mod reload;
 mod rules;
 mod structure;
@@ -88,6 +88,9 @@ pub struct Config {
     pub grace_period: Duration,
     /// `graceful_shutdown_timeout:`: the hard limit after the grace period.
     pub graceful_shutdown_timeout: Duration,
+    /// `upgrade_socket:`, resolved: where `sekisho run --upgrade` takes the listening sockets
+    /// over from the running process (restart to change).
+    pub upgrade_socket: PathBuf,
     /// `upstreams:`, resolved.
     pub upstreams: Vec<Upstream>,
     /// `upstream_options:`.
@@ -141,6 +144,7 @@ pub struct RawConfig {
     pub work_stealing: Option<S<bool>>,
     pub grace_period: Option<S<String>>,
     pub graceful_shutdown_timeout: Option<S<String>>,
+    pub upgrade_socket: Option<S<String>>,
     #[serde(default)]
     pub upstreams: Vec<S<String>>,
     pub upstream_options: Option<upstreams::RawUpstreamOptions>,
@@ -421,6 +425,7 @@ impl Validator<'_> {
             work_stealing: process.work_stealing,
             grace_period: process.grace_period,
             graceful_shutdown_timeout: process.graceful_shutdown_timeout,
+            upgrade_socket: process.upgrade_socket,
             upstreams,
             upstream_options,
             max_tracked_keys,

@@ -89,8 +89,9 @@ pub struct Defense {
     /// The last problem with the state file (load or save), for `/admin/status`.
     pub state_error: Mutex<Option<StateError>>,
     /// Serialises saves, from taking the snapshot to the rename: a later snapshot is never
-    /// overwritten by an earlier one.
-    save_lock: Mutex<()>,
+    /// overwritten by an earlier one. Holds whether the file was handed to a new process (an
+    /// upgrade), which owns it from then on: this one writes it no more.
+    save_lock: Mutex<bool>,
     /// `bans.ipv6_escalate_after`.
     escalate_after: u32,
     /// Live IPv6 autobans by /48: (client key, until), for escalation.
@@ -216,7 +217,7 @@ impl Defense {
             preview: Preview::default(),
             state_file: settings.state_file.clone(),
             state_error: Mutex::new(error),
-            save_lock: Mutex::new(()),
+            save_lock: Mutex::new(false),
             escalate_after: settings.ipv6_escalate_after,
             v6_blocks: Mutex::new(HashMap::new()),
         }
@@ -395,11 +396,40 @@ impl Defense {
 
     /// Writes the state file if bans changed since the last save (or `force`). Never panics;
     /// a failure is logged, kept for `/admin/status`, and retried at the next call.
+    /// Once the file is handed over ([`Defense::hand_over`]) it is not written.
     pub fn save(&self, clocks: Clocks, force: bool) -> Result<bool, StoreError> {
+        let handed_over = self.save_lock.lock();
+        if *handed_over {
+            return Ok(false);
+        }
+        self.save_locked(clocks, force)
+    }
+
+    /// For an upgrade: saves the state file now (changed or not), for the new process to read,
+    /// and from then on leaves it to that process ([`Defense::take_back`] undoes this when the
+    /// hand-over failed). An error is the save's; the file is handed over all the same.
+    pub fn hand_over(&self, clocks: Clocks) -> Result<bool, StoreError> {
+        let mut handed_over = self.save_lock.lock();
+        let saved = if *handed_over {
+            Ok(false)
+        } else {
+            self.save_locked(clocks, true)
+        };
+        *handed_over = true;
+        saved
+    }
+
+    /// Writes the state file again after a hand-over that did not happen.
+    pub fn take_back(&self) {
+        *self.save_lock.lock() = false;
+        self.bans.mark_dirty();
+    }
+
+    /// [`Defense::save`] with the save lock held.
+    fn save_locked(&self, clocks: Clocks, force: bool) -> Result<bool, StoreError> {
         let Some(path) = &self.state_file else {
             return Ok(false);
         };
-        let _one_at_a_time = self.save_lock.lock();
         if !self.bans.take_dirty() && !force {
             return Ok(false);
         }

@@ -93,6 +93,11 @@ impl AccessLog {
         format_line(self.format, r, SystemTime::now(), &mut line);
         self.out.send(line);
     }
+
+    /// Waits (up to `limit`) until the lines queued so far are written; false if not in time.
+    pub fn flush(&self, limit: std::time::Duration) -> bool {
+        self.out.flush(limit)
+    }
 }
 
 /// `r` at `at` in `format`, with its `\n`, appended to `out`.

@@ -134,6 +134,11 @@ impl DecisionLog {
         line.push(b'\n');
         self.out.send(line);
     }
+
+    /// Waits (up to `limit`) until the lines queued so far are written; false if not in time.
+    pub fn flush(&self, limit: std::time::Duration) -> bool {
+        self.out.flush(limit)
+    }
 }
 
 /// Now, as RFC 3339 with milliseconds.

@@ -26,10 +26,18 @@ pub enum Target {
     File(PathBuf),
 }
 
+/// What the writer thread is handed, in order.
+enum Msg {
+    /// One finished line.
+    Line(Vec<u8>),
+    /// Flush what came before, then answer.
+    Flush(SyncSender<()>),
+}
+
 /// The sending side of one log.
 #[derive(Debug)]
 pub struct LineWriter {
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<Msg>,
     dropped: IntCounter,
 }
 
@@ -43,7 +51,7 @@ impl LineWriter {
         dropped: IntCounter,
         written: IntCounter,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel::<Vec<u8>>(queue.max(1));
+        let (tx, rx) = sync_channel::<Msg>(queue.max(1));
         let reopen = Arc::new(AtomicBool::new(false));
         if matches!(target, Target::File(_)) {
             signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())?;
@@ -57,10 +65,21 @@ impl LineWriter {
 
     /// Queues one line (with its `\n`); drops it, and counts the drop, if the writer is behind.
     pub fn send(&self, line: Vec<u8>) {
-        match self.tx.try_send(line) {
+        match self.tx.try_send(Msg::Line(line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
         }
+    }
+
+    /// Waits (up to `limit`) until every line queued before this call is written and flushed;
+    /// false if the writer did not get there in time. Blocking: for the end of a stop.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let (done, flushed) = sync_channel(1);
+        // waits for room if the queue is full: the writer is draining it
+        if self.tx.send(Msg::Flush(done)).is_err() {
+            return false;
+        }
+        flushed.recv_timeout(limit).is_ok()
     }
 }
 
@@ -75,7 +94,7 @@ fn open(target: &Target) -> std::io::Result<Box<dyn Write + Send>> {
 
 fn writer(
     name: &'static str,
-    rx: Receiver<Vec<u8>>,
+    rx: Receiver<Msg>,
     target: Target,
     mut out: Box<dyn Write + Send>,
     reopen: Arc<AtomicBool>,
@@ -83,17 +102,25 @@ fn writer(
 ) {
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                if out.write_all(&line).is_ok() {
-                    written.inc();
-                }
+            Ok(first) => {
                 // write what else is queued, then flush once
-                while let Ok(line) = rx.try_recv() {
-                    if out.write_all(&line).is_ok() {
-                        written.inc();
+                let mut waiting = Vec::new();
+                let mut next = Some(first);
+                while let Some(msg) = next {
+                    match msg {
+                        Msg::Line(line) => {
+                            if out.write_all(&line).is_ok() {
+                                written.inc();
+                            }
+                        }
+                        Msg::Flush(done) => waiting.push(done),
                     }
+                    next = rx.try_recv().ok();
                 }
                 let _ = out.flush();
+                for done in waiting {
+                    let _ = done.try_send(());
+                }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
@@ -143,5 +170,27 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(written.get() + dropped.get(), 1000);
+    }
+
+    #[test]
+    fn flush_returns_once_every_line_queued_before_it_is_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.log");
+        let counter = |n: &str| IntCounter::new(n, "test").unwrap();
+        let w = LineWriter::start(
+            "test log",
+            Target::File(path.clone()),
+            1000,
+            counter("d"),
+            counter("w"),
+        )
+        .unwrap();
+        for i in 0..100 {
+            w.send(format!("{i}\n").into_bytes());
+        }
+        assert!(w.flush(Duration::from_secs(20)), "flushed");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 100);
+        assert_eq!(text.lines().last(), Some("99"));
     }
 }

@@ -149,6 +149,36 @@ pub struct State {
     pub started_unix: u64,
     /// Open client connections, in all and per client (`connections.max_open`).
     pub connections: Arc<crate::conn::Table>,
+    /// Requests being served: a graceful stop waits for none to be left.
+    pub in_flight: InFlight,
+}
+
+/// How many requests are between their head being read and their answer being finished. One
+/// shared counter, touched twice a request; a graceful stop polls it.
+#[derive(Debug, Default)]
+pub struct InFlight(std::sync::atomic::AtomicUsize);
+
+impl InFlight {
+    /// Counts a request in until the guard is dropped.
+    pub fn enter(&self) -> InFlightGuard<'_> {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self)
+    }
+
+    /// The requests in flight now.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// One request in flight (see [`InFlight::enter`]).
+#[derive(Debug)]
+pub struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What the reload counters (`sekisho_reloads_total`, the last-success gauge) do not hold.
@@ -206,6 +236,7 @@ impl State {
             early_hup: Mutex::new(None),
             started_unix,
             connections: Arc::new(crate::conn::Table::new()),
+            in_flight: InFlight::default(),
         }
     }
 }
@@ -347,6 +378,8 @@ impl HttpServerApp for Sekisho {
                 return None;
             }
         }
+        // until the answer is finished (or the connection dropped): a graceful stop waits
+        let _in_flight = self.state.in_flight.enter();
         if self.stopping.load(Ordering::Acquire) {
             session.set_keepalive(None);
         }

@@ -160,6 +160,9 @@ fn warn_restart_only(o: &config::Config, n: &config::Config) {
     {
         changed.push("grace_period/graceful_shutdown_timeout");
     }
+    if n.upgrade_socket != o.upgrade_socket {
+        changed.push("upgrade_socket");
+    }
     if n.reload != o.reload {
         changed.push("reload");
     }

@@ -8,13 +8,16 @@
 //! starts. Pingora takes the sockets through its table of listening fds (`Fds`, the one a
 //! graceful upgrade fills from the old process): [`Prebound`] puts each socket in that table
 //! under the address Pingora looks up, so Pingora listens on it instead of binding, and hands
-//! it over on `SIGQUIT` as it would its own. sekisho does not take sockets from an old process
-//! (it never sets Pingora's `upgrade` option): were that added, binding here would have to wait
-//! for `bootstrap` to fill the table and skip the addresses it holds. This module binds and
-//! hands over; it knows nothing of requests.
+//! it over on `SIGQUIT` as it would its own. In an upgrade (`sekisho run --upgrade`) the sockets
+//! come from the old process instead ([`take_over`], Pingora's own transfer over the upgrade
+//! socket, done before anything is bound): an address it sent is used as it is, and only one it
+//! did not send is bound. [`Prebound`] also follows sekisho's [`Stop`] rather than Pingora's
+//! shutdown (see [`super::stop`]). This module binds and hands over; it knows nothing of
+//! requests.
 
 use std::net::SocketAddr;
-use std::os::fd::IntoRawFd;
+use std::os::fd::{IntoRawFd, RawFd};
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,6 +28,7 @@ use pingora::services::listening::Service;
 use pingora::services::Service as ServiceTrait;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::stop::Stop;
 use crate::admin::ready::Listeners;
 
 /// Pingora's listen backlog (`LISTENER_BACKLOG` in pingora-core's `listeners/l4.rs`); it sets
@@ -49,7 +53,15 @@ pub struct Bound {
     pub addr: SocketAddr,
     /// Where it sits in the readiness [`Listeners`].
     index: usize,
-    socket: Socket,
+    socket: Listening,
+}
+
+/// A socket bound here, or one taken over from the old process in an upgrade.
+#[derive(Debug)]
+enum Listening {
+    Bound(Socket),
+    /// A listening fd the old process sent; the table owns it (as Pingora's own).
+    Inherited(RawFd),
 }
 
 impl Bound {
@@ -72,8 +84,32 @@ pub fn bind(field: &str, addr: SocketAddr, index: usize) -> Result<Bound, BindEr
         field: field.to_string(),
         addr,
         index,
-        socket,
+        socket: Listening::Bound(socket),
     })
+}
+
+/// An address whose listening socket came from the old process (see [`take_over`]).
+pub fn inherited(field: &str, addr: SocketAddr, index: usize, fd: RawFd) -> Bound {
+    Bound {
+        field: field.to_string(),
+        addr,
+        index,
+        socket: Listening::Inherited(fd),
+    }
+}
+
+/// The listening sockets the old process sends over `path` on `SIGQUIT` (Pingora's transfer:
+/// it waits about 5 s for it), keyed by address as configured.
+pub fn take_over(path: &Path) -> Result<Fds, String> {
+    let shown = path.display().to_string();
+    if let Some(why) = crate::config::paths::missing_folder(path) {
+        return Err(format!("cannot wait for the sockets on {shown}: {why}"));
+    }
+    let mut fds = Fds::new();
+    fds.get_from_sock(shown.as_str()).map_err(|e| {
+        format!("no running sekisho sent its listening sockets on {shown} ({e}); send it SIGQUIT within 5 s of starting this one")
+    })?;
+    Ok(fds)
 }
 
 fn listen_socket(addr: SocketAddr) -> std::io::Result<Socket> {
@@ -98,11 +134,18 @@ pub struct Prebound<A> {
     sockets: Vec<Bound>,
     listeners: Arc<Listeners>,
     indices: Vec<usize>,
+    stop: Arc<Stop>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Prebound<A> {
-    /// `service` listening on `sockets`; marks them serving in `listeners` while it runs.
-    pub fn new(mut service: Service<A>, sockets: Vec<Bound>, listeners: Arc<Listeners>) -> Self {
+    /// `service` listening on `sockets` until `stop`; marks them serving in `listeners` while
+    /// it runs.
+    pub fn new(
+        mut service: Service<A>,
+        sockets: Vec<Bound>,
+        listeners: Arc<Listeners>,
+        stop: Arc<Stop>,
+    ) -> Self {
         for b in &sockets {
             // The options matter only if Pingora ever binds itself (it does not find the
             // socket in its table); they are those the socket was bound with.
@@ -120,6 +163,7 @@ impl<A: ServerApp + Send + Sync + 'static> Prebound<A> {
             inner: Some(service),
             sockets,
             listeners,
+            stop,
         }
     }
 
@@ -137,7 +181,11 @@ fn hand_over(table: &mut Fds, sockets: Vec<Bound>) {
     for b in sockets {
         let key = b.key();
         if table.get(&key).is_none() {
-            table.add(key, b.socket.into_raw_fd());
+            let fd = match b.socket {
+                Listening::Bound(s) => s.into_raw_fd(),
+                Listening::Inherited(fd) => fd,
+            };
+            table.add(key, fd);
         }
     }
 }
@@ -147,7 +195,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Prebound<A> {
     async fn start_service(
         &mut self,
         fds: Option<ListenFds>,
-        shutdown: ShutdownWatch,
+        _pingora_shutdown: ShutdownWatch,
         listeners_per_fd: usize,
     ) {
         let Some(mut inner) = self.inner.take() else {
@@ -156,6 +204,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Prebound<A> {
         // Pingora passes its table on Unix; were there none, one of our own does the same job.
         let fds = fds.unwrap_or_else(|| Arc::new(parking_lot::Mutex::new(Fds::new())));
         hand_over(&mut fds.lock(), std::mem::take(&mut self.sockets));
+        self.stop.adopt(fds.clone());
+        // sekisho's stop, not Pingora's: it comes first and is waited out (see `stop`)
+        let shutdown = self.stop.watch();
         // Its own task, so that a panic in Pingora's listener set-up is seen here.
         let mut stopping = shutdown.clone();
         let mut run = tokio::spawn(async move {
@@ -217,7 +268,10 @@ mod tests {
     #[test]
     fn a_bound_socket_accepts_before_anyone_takes_it() {
         let b = bind("listen[0]", "127.0.0.1:0".parse().unwrap(), 0).unwrap();
-        let addr = b.socket.local_addr().unwrap().as_socket().unwrap();
+        let Listening::Bound(socket) = &b.socket else {
+            panic!("bound here");
+        };
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
         std::net::TcpStream::connect(addr).expect("the backlog takes the connection");
     }
 
@@ -230,7 +284,7 @@ mod tests {
             field: "listen[1]".into(),
             addr: "[::1]:8080".parse().unwrap(),
             index: 1,
-            socket: Socket::new(Domain::IPV6, Type::STREAM, None).unwrap(),
+            socket: Listening::Bound(Socket::new(Domain::IPV6, Type::STREAM, None).unwrap()),
         };
         table.add("[::1]:8080".to_string(), 1_000_000); // inherited in an upgrade
         hand_over(&mut table, vec![v4, v6]);

@@ -1,15 +1,17 @@
-//! Building the Pingora server from a validated config: listeners (bound first, see
-//! [`listeners`]), the proxy service, the admin service and the housekeeping service. Logic
-//! lives elsewhere; this only wires.
+//! Building the Pingora server from a validated config: listeners (bound first, or taken over
+//! from the running process in an upgrade, see [`listeners`]), the proxy service, the admin
+//! service and the housekeeping service, and running it until a stop ([`stop`]). Logic lives
+//! elsewhere; this only wires.
 
 pub mod accept_errors;
 mod fds;
 pub mod listeners;
+pub mod stop;
 
 use std::sync::Arc;
 
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{Fds, RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
@@ -23,30 +25,55 @@ use crate::proxy::accept::AcceptGate;
 use crate::proxy::{Sekisho, State};
 use crate::reload::Housekeeping;
 use listeners::{Bound, Prebound};
+use stop::{Signals, Stop};
 
-/// The server for `config`, ready to `run_forever`, and the state it shares; an error when
-/// something the config asks for cannot be set up: a listen or admin address that cannot be
-/// bound (checked first, before anything starts), the decision or access log file.
+/// The server, ready to [`run`], and the state it shares.
+pub struct Built {
+    server: Server,
+    pub state: Arc<State>,
+    signals: Signals,
+}
+
+/// The server for `config`; an error when something the config asks for cannot be set up: a
+/// listen or admin address that cannot be bound (checked first, before anything starts), the
+/// decision or access log file. `upgrade`: first take the listening sockets over from the
+/// running sekisho (which sends them on `SIGQUIT`, having saved its ban state file), and only
+/// then read that state file.
 pub fn build(
     config: Config,
     slots: SlotRegistry,
     cache: ListCache,
-) -> Result<(Server, Arc<State>), String> {
+    upgrade: bool,
+) -> Result<Built, String> {
+    let early = stop::Early::catch();
+    let mut inherited = if upgrade {
+        let fds = listeners::take_over(&config.upgrade_socket)?;
+        tracing::info!(socket = %config.upgrade_socket.display(), "took the listening sockets over");
+        fds
+    } else {
+        Fds::new()
+    };
     let Sockets {
         proxy: sockets,
         admin: admin_socket,
         listeners,
-    } = bind_all(&config).map_err(|e| e.to_string())?;
+    } = bind_all(&config, &mut inherited).map_err(|e| e.to_string())?;
     log_upstreams(&config);
     log_geo(&config);
     let conf = ServerConf {
         threads: config.threads,
         work_stealing: config.work_stealing,
         upstream_keepalive_pool_size: config.upstream_options.pool_size,
-        grace_period_seconds: Some(config.grace_period.as_secs()),
+        // the grace period is waited out by `stop`, only as long as requests are in flight
+        grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(config.graceful_shutdown_timeout.as_secs()),
         ..ServerConf::default()
     };
+    let grace_period = config.grace_period;
+    let relaunch = std::env::current_exe()
+        .ok()
+        .map(|exe| (exe, config.path.clone()));
+    let upgrade_socket = config.upgrade_socket.clone();
     let log_settings = config.decision_log.clone();
     let access_settings = config.access_log.clone();
     let mut state = State::new(config, slots, cache);
@@ -90,22 +117,59 @@ pub fn build(
     );
     let state = Arc::new(state);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(16);
+    // `upgrade` stays off for Pingora: the sockets were taken over above
     let mut server = Server::new_with_opt_and_conf(Some(Opt::default()), conf);
     server.bootstrap();
+    let stop = Stop::new();
     let mut proxy = Service::new("sekisho".to_string(), Sekisho::new(state.clone()));
     proxy.set_connection_filter(Arc::new(AcceptGate::new(state.clone())));
-    server.add_service(Prebound::new(proxy, sockets, listeners.clone()));
+    server.add_service(Prebound::new(
+        proxy,
+        sockets,
+        listeners.clone(),
+        stop.clone(),
+    ));
     if let Some(socket) = admin_socket {
         let app = Admin::new(state.clone(), reload_tx, listeners.clone());
         let mut admin = Service::new("admin".to_string(), app);
         admin.threads = Some(1);
-        server.add_service(Prebound::new(admin, vec![socket], listeners));
+        server.add_service(Prebound::new(admin, vec![socket], listeners, stop.clone()));
     }
     server.add_service(background_service(
         "housekeeping",
         Housekeeping::new(state.clone(), reload_rx),
     ));
-    Ok((server, state))
+    let signals = Signals {
+        early,
+        stop,
+        state: state.clone(),
+        grace_period,
+        upgrade_socket,
+        relaunch,
+    };
+    if upgrade {
+        stop::notify_main_pid();
+    }
+    Ok(Built {
+        server,
+        state,
+        signals,
+    })
+}
+
+/// Runs the server until a stop (`SIGTERM`, `SIGQUIT`, `SIGINT`: see [`stop`]) has finished,
+/// then saves the bans and flushes the logs.
+pub fn run(built: Built) {
+    let Built {
+        server,
+        state,
+        signals,
+    } = built;
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signals),
+    });
+    stop::finish(&state);
+    tracing::info!("stopped");
 }
 
 /// The listening sockets of the proxy and of the admin listener, and the readiness flags of all.
@@ -116,22 +180,36 @@ struct Sockets {
 }
 
 /// Binds every `listen` address, then the admin address, logging a line for each; the first
-/// that fails is the error, and whatever was bound before it is closed again.
-fn bind_all(config: &Config) -> Result<Sockets, listeners::BindError> {
+/// that fails is the error, and whatever was bound before it is closed again. An address in
+/// `inherited` (taken over from the old process) is not bound but used as it is; what it holds
+/// that the config no longer lists is closed.
+fn bind_all(config: &Config, inherited: &mut Fds) -> Result<Sockets, listeners::BindError> {
     let mut named: Vec<(String, std::net::SocketAddr)> = config
         .listen
         .iter()
         .enumerate()
         .map(|(i, a)| (format!("listen[{i}]"), *a))
         .collect();
+    let mut keep = std::collections::HashSet::new();
+    keep.extend(named.iter().map(|(_, a)| a.to_string()));
+    keep.extend(config.admin_listen.map(|a| a.to_string()));
+    for closed in inherited.close_unclaimed(&keep) {
+        tracing::info!(addr = %closed, "closed a listening socket taken over that the config no longer lists");
+    }
+    let bind_or_take = |field: &str, addr: std::net::SocketAddr, index: usize| match inherited
+        .get(&addr.to_string())
+    {
+        Some(&fd) => Ok(listeners::inherited(field, addr, index, fd)),
+        None => listeners::bind(field, addr, index),
+    };
     let mut sockets = Vec::with_capacity(named.len());
     for (i, (field, addr)) in named.iter().enumerate() {
-        sockets.push(listeners::bind(field, *addr, i)?);
+        sockets.push(bind_or_take(field, *addr, i)?);
         tracing::info!(%addr, field = %field, "listening");
     }
     let admin = match config.admin_listen {
         Some(addr) => {
-            let socket = listeners::bind("admin.listen", addr, named.len())?;
+            let socket = bind_or_take("admin.listen", addr, named.len())?;
             tracing::info!(%addr, "admin listening");
             if !addr.ip().is_loopback() {
                 tracing::warn!(%addr, "the admin listener is not on loopback: anyone who reaches it can reload the config");
@@ -207,7 +285,7 @@ mod tests {
         .unwrap();
         // the folder goes away between the check and the start
         std::fs::remove_dir(&logs).unwrap();
-        let Err(e) = build(config, slots, ListCache::default()) else {
+        let Err(e) = build(config, slots, ListCache::default(), false) else {
             panic!("started without its decision log");
         };
         assert_eq!(

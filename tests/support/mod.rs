@@ -196,6 +196,50 @@ impl Proxy {
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// A zero-downtime upgrade to a second process of the same binary: starts `sekisho run
+    /// --upgrade` on this config, waits (bounded) until it waits on the upgrade socket, then
+    /// sends the running process SIGQUIT. From then on `self` is the new process; the old one
+    /// is returned, to be waited for.
+    pub fn upgrade(&mut self) -> Child {
+        let socket = self.dir.path().join("sekisho-upgrade.sock");
+        let _ = std::fs::remove_file(&socket);
+        let new = Command::new(env!("CARGO_BIN_EXE_sekisho"))
+            .args(["run", "--upgrade", "-c"])
+            .arg(&self.config)
+            .env("SEKISHO_LOG", "warn")
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("LOGS_DIRECTORY")
+            .env_remove("RUNTIME_DIRECTORY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sekisho --upgrade");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "no upgrade socket at {socket:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let status = Command::new("kill")
+            .args(["-QUIT", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -QUIT");
+        std::mem::replace(&mut self.child, new)
+    }
+}
+
+/// Waits (polling, up to `limit`: a guard against a hang, not a timing claim) for `child` to
+/// exit; its status, or `None` if it still runs.
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 /// The config [`Proxy::start`] writes: `body` after listeners on 127.0.0.1 and [::1] at `port`,
@@ -241,6 +285,7 @@ fn spawn(
         .env("SEKISHO_LOG", "warn")
         .env_remove("STATE_DIRECTORY")
         .env_remove("LOGS_DIRECTORY")
+        .env_remove("RUNTIME_DIRECTORY")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
