@@ -125,6 +125,6 @@ fn main() {
                 start.elapsed().as_secs()
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
