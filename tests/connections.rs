@@ -484,6 +484,11 @@ fn refused_connections_feed_top_the_decision_log_and_a_connections_autoban() {
             .contains("connections refused"),
         "{ban}"
     );
+    // banned for it, its connections are refused at accept, and not counted again
+    assert_eq!(refused(&proxy, "banned"), 0.0);
+    assert!(!served(&proxy, "127.0.0.7"));
+    assert_eq!(refused(&proxy, "banned"), 1.0);
+    assert_eq!(refused(&proxy, "client_rate"), 3.0);
     let top = get_from(None, proxy.admin_addr(), "/admin/top?by=ip").text();
     let top: serde_json::Value = serde_json::from_str(&top).unwrap();
     let me = top["top"]
@@ -494,7 +499,7 @@ fn refused_connections_feed_top_the_decision_log_and_a_connections_autoban() {
         .unwrap_or_else(|| panic!("127.0.0.7 not in {top}"));
     assert_eq!(
         (me["allowed"].as_u64(), me["connections_refused"].as_u64()),
-        (Some(1), Some(3))
+        (Some(1), Some(4))
     );
     let log = proxy.dir.path().join("decisions.log");
     assert!(eventually(

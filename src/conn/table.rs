@@ -32,6 +32,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 const SHARDS: usize = 32;
 
+/// At `max_open`, a new connection takes an idle one's place only if its client holds fewer
+/// than this many (a browser keeps about 6): a flood source holding many half-open
+/// connections cannot push out the idle keep-alive connections of the clients it crowds.
+pub const MAKE_ROOM_BELOW: u32 = 8;
+
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -41,11 +46,18 @@ pub enum Refusal {
     ClientMaxOpen,
     /// The client opened connections faster than `connections.per_client.rate`.
     ClientRate,
+    /// The client is banned by an autoban policy of `kind: connections`.
+    Banned,
 }
 
 impl Refusal {
     /// Every reason, as the metric labels them.
-    pub const ALL: [Refusal; 3] = [Self::MaxOpen, Self::ClientMaxOpen, Self::ClientRate];
+    pub const ALL: [Refusal; 4] = [
+        Self::MaxOpen,
+        Self::ClientMaxOpen,
+        Self::ClientRate,
+        Self::Banned,
+    ];
 
     /// The `reason` label of `sekisho_connections_refused_total`.
     pub fn as_str(self) -> &'static str {
@@ -53,6 +65,7 @@ impl Refusal {
             Self::MaxOpen => "max_open",
             Self::ClientMaxOpen => "client_max_open",
             Self::ClientRate => "client_rate",
+            Self::Banned => "banned",
         }
     }
 
@@ -62,6 +75,7 @@ impl Refusal {
             Self::MaxOpen => "connections.max_open",
             Self::ClientMaxOpen => "connections.per_client.max_open",
             Self::ClientRate => "connections.per_client.rate",
+            Self::Banned => "autoban",
         }
     }
 }
@@ -189,31 +203,29 @@ impl Table {
         self.sweep_if_due();
         let mut refusal = None;
         let mut shed_idle = false;
-        if self.open.load(Ordering::Relaxed) >= caps.max_open {
-            if self.idle.load(Ordering::Relaxed) > 0 {
-                // the longest-waiting idle connection closes to make room (Notify is FIFO)
-                self.shed.notify_one();
-                shed_idle = true;
-            } else {
-                refusal = Some(Refusal::MaxOpen);
-                if enforce {
-                    return Admission {
-                        refusal,
-                        admitted: false,
-                        shed_idle,
-                    };
-                }
-            }
-        }
         {
             let mut clients = self.shard(key).lock();
-            let n = clients.entry(key).or_insert(0);
-            if caps.client_max_open.is_some_and(|cap| *n >= cap) {
+            let held = clients.get(&key).copied().unwrap_or(0);
+            if self.open.load(Ordering::Relaxed) >= caps.max_open {
+                let few = held < MAKE_ROOM_BELOW || caps.client_max_open.is_none();
+                if few && self.idle.load(Ordering::Relaxed) > 0 {
+                    // the longest-waiting idle connection closes to make room (Notify is FIFO)
+                    self.shed.notify_one();
+                    shed_idle = true;
+                } else {
+                    refusal = Some(Refusal::MaxOpen);
+                    if enforce {
+                        return Admission {
+                            refusal,
+                            admitted: false,
+                            shed_idle,
+                        };
+                    }
+                }
+            }
+            if caps.client_max_open.is_some_and(|cap| held >= cap) {
                 refusal = refusal.or(Some(Refusal::ClientMaxOpen));
                 if enforce {
-                    if *n == 0 {
-                        clients.remove(&key);
-                    }
                     return Admission {
                         refusal,
                         admitted: false,
@@ -221,7 +233,7 @@ impl Table {
                     };
                 }
             }
-            *n += 1;
+            *clients.entry(key).or_insert(0) += 1;
         }
         self.open.fetch_add(1, Ordering::Relaxed);
         self.pending
@@ -415,6 +427,32 @@ mod tests {
         assert_eq!(made_room.refusal, None);
         drop(idle);
         assert_eq!(t.idle(), 0);
+    }
+
+    #[test]
+    fn a_client_holding_many_cannot_push_idle_connections_out() {
+        let t = Arc::new(Table::new());
+        let caps = Caps {
+            max_open: 10,
+            client_max_open: Some(100),
+        };
+        // a legit client's connection, idle
+        assert!(t.admit(peer(1), 1, caps, true).admitted);
+        let legit = t.claim(Some(peer(1)), 1);
+        let _idle = legit.idle();
+        // a flood source fills the rest
+        for i in 0..9 {
+            assert!(t.admit(peer(100 + i), 2, caps, true).admitted);
+        }
+        let more = t.admit(peer(200), 2, caps, true);
+        assert_eq!(
+            (more.admitted, more.refusal),
+            (false, Some(Refusal::MaxOpen))
+        );
+        assert!(!more.shed_idle, "the flood pushed the idle connection out");
+        // a client with few connections may take the idle one's place
+        let newcomer = t.admit(peer(300), 3, caps, true);
+        assert!(newcomer.admitted && newcomer.shed_idle);
     }
 
     #[test]

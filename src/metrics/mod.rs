@@ -59,7 +59,7 @@ pub struct Metrics {
     /// `sekisho_connections_refused_total{reason}`: client connections refused at accept.
     pub connections_refused: IntCounterVec,
     /// `connections_refused` by [`Refusal`], resolved once (in the order of [`Refusal::ALL`]).
-    refused_by: [IntCounter; 3],
+    refused_by: [IntCounter; 4],
     /// `connections_closed` for `max_open`: idle connections closed to make room.
     pub closed_max_open: IntCounter,
     /// `sekisho_accept_errors_total` (brought up to date at scrape from [`ACCEPT_ERRORS`]).
@@ -326,7 +326,7 @@ impl Metrics {
         let connections_refused = counter_vec(
             &r,
             "sekisho_connections_refused_total",
-            "Client connections refused at accept (closed before a byte was read), by reason (max_open: the process holds connections.max_open and none is idle; client_max_open: the client holds connections.per_client.max_open; client_rate: over connections.per_client.rate); in connections.mode count, counted but let in.",
+            "Client connections refused at accept (closed before a byte was read), by reason (max_open: the process holds connections.max_open and none is idle; client_max_open: the client holds connections.per_client.max_open; client_rate: over connections.per_client.rate; banned: the client is banned by an autoban policy of kind connections); in connections.mode count, counted but let in.",
             &["reason"],
         );
         let refused_by = Refusal::ALL.map(|r| connections_refused.with_label_values(&[r.as_str()]));

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use pingora::listeners::ConnectionFilter;
 
 use crate::conn::{Caps, Refusal};
+use crate::defense::bans::Source;
 use crate::defense::Trigger;
 use crate::engine::Mode;
 use crate::iplist::ip_key;
@@ -57,6 +58,13 @@ impl AcceptGate {
         let client_ip = &snap.config.client_ip;
         let exempt = client_ip.trusted_proxies.contains(ip);
         let key = ip_key(ip, client_ip.ipv6_prefix);
+        if !exempt && banned_for_connections(&self.state, &snap, ip) {
+            self.state.metrics.refused(Refusal::Banned).inc();
+            report(&self.state, &snap, ip, Refusal::Banned.field(), false);
+            if enforce {
+                return false;
+            }
+        }
         if let Some(quota) = c.per_client_rate.as_ref().filter(|_| !exempt) {
             let now = self.state.clock.now();
             if self
@@ -85,6 +93,23 @@ impl AcceptGate {
     }
 }
 
+/// Whether `ip` is under an enforced ban from an autoban policy of `kind: connections`: its
+/// connections are then refused at accept (a slowloris source banned for it is not let in to
+/// hold a connection until `header_timeout`; other bans answer its requests with 403).
+fn banned_for_connections(state: &State, snap: &Snapshot, ip: IpAddr) -> bool {
+    let policies = &snap.config.defense.autoban;
+    if !policies.iter().any(|p| p.trigger == Trigger::Connections) {
+        return false;
+    }
+    let Some(ban) = state.defense.bans.of_client(ip) else {
+        return false;
+    };
+    ban.until > state.clock.now()
+        && ban.mode == Mode::Enforce
+        && matches!(&ban.source, Source::Policy(name)
+            if policies.iter().any(|p| p.trigger == Trigger::Connections && *p.name == **name))
+}
+
 /// Counts a connection refused at accept, then reports it as [`report_cut`] does.
 fn report_refusal(state: &State, snap: &Snapshot, ip: IpAddr, why: Refusal) {
     state.metrics.refused(why).inc();
@@ -96,6 +121,11 @@ fn report_refusal(state: &State, snap: &Snapshot, ip: IpAddr, why: Refusal) {
 /// budget), and to the `kind: connections` autoban policies. An allow-listed client or a
 /// trusted proxy is not fed to autoban.
 pub(crate) fn report_cut(state: &State, snap: &Snapshot, ip: IpAddr, field: &str) {
+    report(state, snap, ip, field, true);
+}
+
+/// [`report_cut`]; `autoban` false for a client already banned (not counted again).
+fn report(state: &State, snap: &Snapshot, ip: IpAddr, field: &str, autoban: bool) {
     let config = &snap.config;
     let v6 = config.client_ip.ipv6_prefix;
     let now = state.clock.now();
@@ -122,7 +152,8 @@ pub(crate) fn report_cut(state: &State, snap: &Snapshot, ip: IpAddr, field: &str
         });
     }
     let policies = &config.defense.autoban;
-    if !policies.iter().any(|p| p.trigger == Trigger::Connections)
+    if !autoban
+        || !policies.iter().any(|p| p.trigger == Trigger::Connections)
         || config.policy.allow.contains(ip)
         || config.client_ip.trusted_proxies.contains(ip)
     {
