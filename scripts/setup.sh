@@ -4,7 +4,8 @@
 # usage: scripts/setup.sh [EXTRA_PACKAGE...]
 #
 # Installs `cmake` (needed by libz-ng-sys) with apt-get when the `cmake` command is missing,
-# plus any extra Debian/Ubuntu package given as an argument that is not installed yet.
+# `libssl-dev` and `pkg-config` (Pingora's openssl TLS backend links the system OpenSSL), plus
+# any extra Debian/Ubuntu package given as an argument that is not installed yet.
 # Uses sudo only when not running as root and sudo exists. Does nothing when all is present.
 set -euo pipefail
 
@@ -15,7 +16,7 @@ else
     echo "setup: cmake missing; will install it"
     want+=(cmake)
 fi
-for pkg in "$@"; do
+for pkg in libssl-dev pkg-config "$@"; do
     if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
         echo "setup: $pkg already installed"
     else

@@ -1,0 +1,10 @@
+//! TLS at the edge (issue 15, in increments): the certificates a listener serves, chosen by
+//! SNI. This first piece loads and checks a certificate and its key the way `sekisho check`
+//! and a reload will (a file that cannot be read, a PEM without a certificate, a key that is
+//! not the certificate's, a certificate outside its validity window: each an error naming the
+//! file and the reason), and picks the certificate for a server name. No socket here: the
+//! listener (Pingora's openssl backend and its certificate callback) is glue on top.
+
+pub mod certs;
+
+pub use certs::{load, pick, CertError, Certified};
