@@ -4,7 +4,9 @@
 //! not the certificate's, a certificate outside its validity window: each an error naming the
 //! file and the reason), and picks the certificate for a server name. No socket here: the
 //! listener (Pingora's openssl backend and its certificate callback) is glue on top.
+//! [`ja4`] computes the client's TLS fingerprint from its raw ClientHello.
 
 pub mod certs;
+pub mod ja4;
 
 pub use certs::{load, pick, CertError, Certified};
