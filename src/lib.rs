@@ -10,6 +10,7 @@ pub mod config;
 pub mod conn;
 pub mod defense;
 pub mod engine;
+pub mod fuzzing;
 pub mod geo;
 pub mod iplist;
 pub mod limiter;

@@ -558,7 +558,7 @@ fn too_wide(net: IpNet) -> Option<String> {
 }
 
 /// `a=1&b=x%20y` → map, refusing names not in `known` and decoding `%XX` and `+`.
-fn parse_query(
+pub(crate) fn parse_query(
     query: &str,
     known: &[&str],
 ) -> Result<std::collections::HashMap<String, String>, String> {
