@@ -204,15 +204,8 @@ impl Proxy {
     pub fn upgrade(&mut self) -> Child {
         let socket = self.dir.path().join("sekisho-upgrade.sock");
         let _ = std::fs::remove_file(&socket);
-        let new = Command::new(env!("CARGO_BIN_EXE_sekisho"))
-            .args(["run", "--upgrade", "-c"])
-            .arg(&self.config)
-            .env("SEKISHO_LOG", "warn")
-            .env_remove("STATE_DIRECTORY")
-            .env_remove("LOGS_DIRECTORY")
-            .env_remove("RUNTIME_DIRECTORY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sekisho"));
+        let new = as_test_child(cmd.args(["run", "--upgrade", "-c"]).arg(&self.config))
             .spawn()
             .expect("spawn sekisho --upgrade");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -261,6 +254,17 @@ pub fn config_text(port: u16, admin_port: u16, body: &str) -> String {
         )
 }
 
+/// The environment of a test's sekisho: warnings and up on the test's stderr, and none of
+/// systemd's directories (paths resolve beside the config).
+fn as_test_child(cmd: &mut Command) -> &mut Command {
+    cmd.env("SEKISHO_LOG", "warn")
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("LOGS_DIRECTORY")
+        .env_remove("RUNTIME_DIRECTORY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+}
+
 /// Runs `sekisho run -c config` and waits until it listens on both ports; `None` if it exited
 /// first (a port was taken, or the config is bad).
 fn spawn(
@@ -279,15 +283,7 @@ fn spawn(
         }
         None => Command::new(env!("CARGO_BIN_EXE_sekisho")),
     };
-    let mut child = cmd
-        .args(["run", "-c"])
-        .arg(config)
-        .env("SEKISHO_LOG", "warn")
-        .env_remove("STATE_DIRECTORY")
-        .env_remove("LOGS_DIRECTORY")
-        .env_remove("RUNTIME_DIRECTORY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+    let mut child = as_test_child(cmd.args(["run", "-c"]).arg(config))
         .spawn()
         .expect("spawn sekisho");
     let deadline = Instant::now() + Duration::from_secs(30);
