@@ -305,7 +305,13 @@ impl HttpServerApp for Sekisho {
         // RFC 9112 §9.3.2: requests pipelined on a connection are each read, judged and
         // answered in order (Pingora keeps the bytes read past this request for the next)
         session.set_pipelining_enabled(true);
-        let limits = self.state.snapshot.load().config.connections.clone();
+        let (limits, v6) = {
+            let snap = self.state.snapshot.load();
+            (
+                snap.config.connections.clone(),
+                snap.config.client_ip.ipv6_prefix,
+            )
+        };
         // The connection's place in the open count, carried from the previous request on it
         // (this one then follows a kept-alive wait), or claimed from the accept gate's
         // reservation; dropped with the connection, whichever way it ends.
@@ -316,7 +322,6 @@ impl HttpServerApp for Sekisho {
             Some(open) => (*open, true),
             None => {
                 let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
-                let v6 = self.state.snapshot.load().config.client_ip.ipv6_prefix;
                 let key = ip_key(peer_of(&session), v6);
                 (self.state.connections.claim(peer, key), false)
             }
