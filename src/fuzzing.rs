@@ -7,8 +7,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
+mod request;
+pub use request::request;
+
 /// Every target, by the name of its folder under `fuzz/corpus/` and `fuzz/fuzz_targets/`.
-pub const TARGETS: [&str; 8] = [
+pub const TARGETS: [&str; 9] = [
     "config_yaml",
     "list_file",
     "forwarded_for",
@@ -17,6 +20,7 @@ pub const TARGETS: [&str; 8] = [
     "admin_query",
     "state_file",
     "client_hello",
+    "request",
 ];
 
 /// Runs target `name` on `data`; `false` for an unknown name.
@@ -30,6 +34,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "admin_query" => admin_query(data),
         "state_file" => state_file(data),
         "client_hello" => client_hello(data),
+        "request" => request(data),
         _ => return false,
     }
     true
@@ -99,6 +104,60 @@ pub fn path(data: &[u8]) {
     let once = crate::engine::normalize_path(&text);
     let twice = crate::engine::normalize_path(&once);
     assert_eq!(once, twice, "normalising {text:?} twice changed it");
+    // Whatever a deny rule for `once` matches must still match it dressed in any encoding the
+    // origin would undo: escaped characters, doubled slashes, `.` and `x/..` segments. The
+    // input's bytes, read again, choose the dressing.
+    let dressed = dress(&once, data);
+    assert_eq!(
+        crate::engine::normalize_path(&dressed),
+        once,
+        "{dressed:?}, an encoding of {once:?}, normalises to something else"
+    );
+}
+
+/// `norm` (a normalised path) re-encoded the ways an origin undoes, choices taken from `seed`.
+fn dress(norm: &str, seed: &[u8]) -> String {
+    let mut choices = seed.iter().rev().cycle().copied();
+    let mut pick = || choices.next().unwrap_or(0);
+    let mut out = String::with_capacity(norm.len() * 3);
+    let b = norm.as_bytes();
+    let mut i = 0;
+    for ch in norm.chars() {
+        let at = i;
+        i += ch.len_utf8();
+        // an escape norm kept (%2F...) is left whole: re-encoding its `%` is double encoding
+        let in_escape = b[..at].ends_with(b"%")
+            || (at >= 2 && b[at - 2] == b'%' && b[at - 1].is_ascii_hexdigit());
+        let how = pick();
+        if ch == '/' {
+            out.push('/');
+            match how % 8 {
+                0 => out.push('/'),
+                1 => out.push_str("./"),
+                2 => out.push_str("%2e/"),
+                3 => out.push_str("x/../"),
+                // `..` climbs: a segment for it to take away
+                4 => out.push_str("y/%2E%2e/"),
+                _ => {}
+            }
+            continue;
+        }
+        let encode =
+            !in_escape && how % 3 == 0 && (!ch.is_ascii() || crate::engine::path_decodes(ch as u8));
+        if encode {
+            let mut buf = [0u8; 4];
+            for byte in ch.encode_utf8(&mut buf).bytes() {
+                if how & 0x40 == 0 {
+                    out.push_str(&format!("%{byte:02X}"));
+                } else {
+                    out.push_str(&format!("%{byte:02x}"));
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }
 
 /// A country header value.
@@ -136,5 +195,48 @@ pub fn client_hello(data: &[u8]) {
     if let Ok(hello) = crate::tls::ja4::parse_record(data) {
         let ja4 = crate::tls::ja4::ja4(&hello);
         assert_eq!(ja4.len(), 36, "{ja4}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dress;
+    use crate::engine::normalize_path;
+
+    #[test]
+    fn the_dressing_changes_the_path_and_normalising_undoes_it() {
+        let norm = "/caf\u{e9}/wp-login.php/";
+        let mut changed = 0;
+        for seed in 0u8..=255 {
+            let dressed = dress(norm, &[seed, seed.wrapping_mul(7), 3, 0, 1, 2, 4]);
+            changed += usize::from(dressed != norm);
+            assert_eq!(normalize_path(&dressed), norm, "{dressed}");
+        }
+        assert!(changed > 200, "only {changed} of 256 dressings differ");
+        // each way of dressing is there
+        let mut x = 1u32;
+        let all: String = (0..2000)
+            .map(|_| {
+                let seed: Vec<u8> = (0..9)
+                    .map(|_| {
+                        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                        (x >> 16) as u8
+                    })
+                    .collect();
+                dress(norm, &seed)
+            })
+            .collect();
+        for piece in [
+            "//",
+            "/./",
+            "%2e/",
+            "x/../",
+            "y/%2E%2e/",
+            "%C3%A9",
+            "%c3%a9",
+            "%2D",
+        ] {
+            assert!(all.contains(piece), "no dressing has {piece}");
+        }
     }
 }

@@ -24,7 +24,7 @@ use smallvec::SmallVec;
 pub use crate::iplist::ip_key;
 use crate::iplist::IpSet;
 use crate::limiter::{BucketKey, Limiter, Nanos, Predecessor, Quota};
-pub use path::normalize_path;
+pub use path::{decodes as path_decodes, normalize_path};
 pub use rule::{HostMatch, KeyKind, LimitSpec, Matcher, Response, Rule, RuleKind};
 
 /// `mode:` of a rule, a list, a ban or an autoban policy.

@@ -1,5 +1,5 @@
-//! The path rules see: percent-escapes of unreserved characters decoded, repeated slashes
-//! merged, `.` and `..` segments resolved, so that `/%77p-login.php`, `//wp-admin` and
+//! The path rules see: percent-escapes of the characters a path may carry as they are
+//! decoded (unreserved, sub-delims, `:`, `@`, and UTF-8), repeated slashes merged, `.` and `..` segments resolved, so that `/%77p-login.php`, `//wp-admin` and
 //! `/x/../.env` meet the rules written for `/wp-login.php`, `/wp-admin` and `/.env`.
 //!
 //! The request sent upstream is not changed. A path with nothing to normalise (almost every
@@ -16,27 +16,38 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
     if !suspicious {
         return Cow::Borrowed(path);
     }
-    // 1. decode %XX where XX is an unreserved character (RFC 3986 2.3); keep other escapes
-    //    (notably %2F) as they are, uppercased.
+    // 1. decode %XX where the character may stand in a path segment as it is (see
+    //    [`decodes`]) or the escapes spell one UTF-8 character; keep the others (notably
+    //    %2F) as they are, uppercased. A `%` that starts no escape is written `%25`: kept
+    //    bare, it could join the decoded characters after it into a new escape (`%%44e`
+    //    would become `%De`), and a second pass would read it differently.
     let mut decoded = String::with_capacity(path.len() + 1);
     if !path.starts_with('/') {
         decoded.push('/');
     }
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                let c = h * 16 + l;
-                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
-                    decoded.push(char::from(c));
-                } else {
-                    decoded.push('%');
-                    decoded.push(char::from(b[i + 1].to_ascii_uppercase()));
-                    decoded.push(char::from(b[i + 2].to_ascii_uppercase()));
-                }
+        if b[i] == b'%' {
+            let Some(c) = escape_at(b, i) else {
+                decoded.push_str("%25");
+                i += 1;
+                continue;
+            };
+            if c.is_ascii() && decodes(c) {
+                decoded.push(char::from(c));
                 i += 3;
                 continue;
             }
+            if let Some((ch, used)) = utf8_escapes(b, i, c) {
+                decoded.push(ch);
+                i += used;
+                continue;
+            }
+            decoded.push('%');
+            decoded.push(char::from(b[i + 1].to_ascii_uppercase()));
+            decoded.push(char::from(b[i + 2].to_ascii_uppercase()));
+            i += 3;
+            continue;
         }
         // `path` is a &str: copy whole characters
         let ch_len = utf8_len(b[i]);
@@ -64,6 +75,66 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
         norm.push('/');
     }
     Cow::Owned(norm)
+}
+
+/// Whether the ASCII character `c`, percent-encoded in a path, is decoded for matching: the
+/// characters a path segment may hold as they are (RFC 3986 `pchar`: unreserved, sub-delims,
+/// `:` and `@`), which every origin reads the same either way. `/`, `?`, `#`, `%`, space and
+/// controls stay encoded: decoding them would change where the path ends or splits.
+pub fn decodes(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+/// The byte that the escape `%XX` at `b[i]` stands for.
+fn escape_at(b: &[u8], i: usize) -> Option<u8> {
+    match (
+        b.get(i + 1).copied().and_then(hex),
+        b.get(i + 2).copied().and_then(hex),
+    ) {
+        (Some(h), Some(l)) => Some(h * 16 + l),
+        _ => None,
+    }
+}
+
+/// The character that the run of escapes at `b[i]` (its first byte `lead`) spells in UTF-8,
+/// and how many input bytes it took; `None` if they spell none (an invalid or overlong
+/// sequence stays encoded).
+fn utf8_escapes(b: &[u8], i: usize, lead: u8) -> Option<(char, usize)> {
+    let n = match lead {
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return None,
+    };
+    let mut bytes = [lead, 0, 0, 0];
+    for (k, slot) in bytes.iter_mut().enumerate().take(n).skip(1) {
+        let at = i + 3 * k;
+        if b.get(at) != Some(&b'%') {
+            return None;
+        }
+        *slot = escape_at(b, at)?;
+    }
+    let ch = std::str::from_utf8(&bytes[..n]).ok()?.chars().next()?;
+    Some((ch, 3 * n))
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -110,10 +181,21 @@ mod tests {
             ("/%2e%2e/%2e%65nv", "/.env"),
             ("/a/..", "/"),
             ("/a/b/..", "/a/"),
-            ("/%", "/%"),
-            ("/%4", "/%4"),
-            ("/%zz", "/%zz"),
+            ("/%", "/%25"),
+            ("/%4", "/%254"),
+            ("/%zz", "/%25zz"),
+            ("/a./]b%%44e?e", "/a./]b%25De?e"),
+            ("/%%41", "/%25A"),
             ("/caf\u{e9}/%41", "/caf\u{e9}/A"),
+            ("/caf%C3%A9", "/caf\u{e9}"),
+            ("/caf%c3%a9/%E2%82%AC", "/caf\u{e9}/\u{20ac}"),
+            ("/%C3", "/%C3"),
+            ("/%C3%41", "/%C3A"),
+            ("/%C0%AF", "/%C0%AF"),
+            ("/%ff", "/%FF"),
+            ("/api/users%3Asearch/%40me", "/api/users:search/@me"),
+            ("/a%3fb%23c%20d%00", "/a%3Fb%23c%20d%00"),
+            ("/admin%3B/x", "/admin;/x"),
             ("*", "/*"),
         ];
         for (input, want) in cases {

@@ -37,7 +37,7 @@ use crate::metrics::access_log::{AccessLog, Record};
 use crate::metrics::decision_log::{now_rfc3339, DecisionLog, Entry};
 use crate::metrics::top::{ip_bytes, TopTalkers};
 use crate::metrics::{Metrics, PolicySeries};
-pub use forward::IdleConns;
+pub use forward::{upstream_request, IdleConns};
 pub use forwarded::Forwarding;
 pub use identity::{client_ip, country_of, resolve, Client};
 use parking_lot::Mutex;
@@ -470,15 +470,6 @@ impl Sekisho {
             &req.headers,
             &snap.config.client_ip.trusted_proxies,
         );
-        let host = if policy.uses_host {
-            request_host(req)
-        } else {
-            ""
-        };
-        let user_agent = req
-            .headers
-            .get(http::header::USER_AGENT)
-            .map_or(&b""[..], |h| h.as_bytes());
         let path = normalize_path(req.uri.path());
         let country = if policy.uses_country
             || !snap.config.metric_countries.is_empty()
@@ -490,15 +481,8 @@ impl Sekisho {
             Country::UNKNOWN
         };
         ctx.country = country;
-        let facts = Facts {
-            country,
-            ip,
-            method: req.method.as_str(),
-            host,
-            path: &path,
-            user_agent,
-            headers: Some(&req.headers),
-        };
+        let facts = facts_of(req, &path, ip, country, policy.uses_host);
+        let user_agent = facts.user_agent;
         let now = self.state.clock.now();
         ctx.now = now;
         let defense = &self.state.defense;
@@ -804,6 +788,30 @@ fn peer_of(session: &ServerSession) -> IpAddr {
 /// The host a request names, without port or final dot: the absolute-form target's authority
 /// if there is one (it wins over `Host`, RFC 9112 3.2.2, and is what upstream will see), else
 /// `Host`; empty if neither is there or valid UTF-8.
+/// The facts the policy judges request `req` by: `path` is its normalised path
+/// ([`normalize_path`]), `ip` and `country` the client's; the host only when a rule asks for it.
+/// The proxy and every other consumer of the engine (the request fuzz target) build them here.
+pub fn facts_of<'r>(
+    req: &'r pingora::http::RequestHeader,
+    path: &'r str,
+    ip: IpAddr,
+    country: Country,
+    uses_host: bool,
+) -> Facts<'r> {
+    Facts {
+        country,
+        ip,
+        method: req.method.as_str(),
+        host: if uses_host { request_host(req) } else { "" },
+        path,
+        user_agent: req
+            .headers
+            .get(http::header::USER_AGENT)
+            .map_or(&b""[..], |h| h.as_bytes()),
+        headers: Some(&req.headers),
+    }
+}
+
 fn request_host(req: &pingora::http::RequestHeader) -> &str {
     pingora::http::authority::raw_target_authority(req.raw_path())
         .authority()
