@@ -16,13 +16,20 @@ trap cleanup EXIT
 echo "check-observability: promtool check rules"
 promtool check rules contrib/prometheus/sekisho.rules.yml
 
-read -r PORT ADMIN ORIGIN < <(python3 -c '
+read -r PORT ADMIN ORIGIN TLSPORT < <(python3 -c '
 import socket
-ss=[socket.socket() for _ in range(3)]
+ss=[socket.socket() for _ in range(4)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
+# a TLS listener too, so that its metric series exist (a 30-day self-signed certificate)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+    -keyout "$W/tls.key" -out "$W/tls.pem" 2>/dev/null
 cat > "$W/s.yaml" <<YAML
-listen: ["127.0.0.1:$PORT"]
+listen:
+  - "127.0.0.1:$PORT"
+  - addr: "127.0.0.1:$TLSPORT"
+    tls: { certificates: [{ cert: tls.pem, key: tls.key }] }
 admin: { listen: "127.0.0.1:$ADMIN" }
 threads: 1
 grace_period: 0s
@@ -56,6 +63,7 @@ YAML
 SEKISHO_LOG=warn "$BIN" run -c "$W/s.yaml" & PIDS+=($!)
 for _ in $(seq 200); do curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$ADMIN/healthz" && break; sleep 0.05; done
 for p in / /.env /login /login /status/404 /status/503; do curl -s -o /dev/null "http://127.0.0.1:$PORT$p"; done
+curl -sk -o /dev/null --http2 "https://127.0.0.1:$TLSPORT/"
 curl -s -o /dev/null --interface 127.0.0.2 "http://127.0.0.1:$PORT/" || true
 curl -s -X POST -o /dev/null "http://127.0.0.1:$ADMIN/admin/reload"
 curl -s -X POST -o /dev/null "http://127.0.0.1:$ADMIN/admin/bans?net=127.0.0.3&ttl=1m"

@@ -4,7 +4,8 @@
 # usage: scripts/setup.sh [EXTRA_PACKAGE...]
 #
 # Installs `cmake` (needed by libz-ng-sys) with apt-get when the `cmake` command is missing,
-# `libssl-dev` and `pkg-config` (Pingora's openssl TLS backend links the system OpenSSL), plus
+# `libssl-dev` and `pkg-config` (Pingora's openssl TLS backend links the system OpenSSL), `curl`
+# (the TLS tests speak HTTP/2 through it), `openssl` (a test certificate), plus
 # any extra Debian/Ubuntu package given as an argument that is not installed yet.
 # Uses sudo only when not running as root and sudo exists. Does nothing when all is present.
 set -euo pipefail
@@ -16,7 +17,7 @@ else
     echo "setup: cmake missing; will install it"
     want+=(cmake)
 fi
-for pkg in libssl-dev pkg-config "$@"; do
+for pkg in libssl-dev pkg-config curl openssl "$@"; do
     if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
         echo "setup: $pkg already installed"
     else

@@ -1,18 +1,93 @@
 //! `listen:` and the process settings beside it: `threads`, `work_stealing`, `grace_period`,
 //! `graceful_shutdown_timeout`, `upgrade_socket` (all read at start; a reload keeps the running
-//! values).
+//! values). A `listen:` entry is an address, or `{ addr, tls }` for a TLS listener, whose
+//! certificates (and only they) a reload reads again.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{format_duration, Config, RawConfig, Validator};
+use super::{format_duration, Config, RawConfig, Validator, S};
+pub use crate::tls::acceptor::TlsVersion;
+use crate::tls::Certified;
+
+/// One `listen:` entry as written: `"0.0.0.0:80"` or `{ addr: "0.0.0.0:443", tls: {...} }`.
+#[derive(Debug)]
+pub enum RawListen {
+    Addr(String),
+    Full(Box<RawListener>),
+}
+
+/// `{ addr, tls }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub addr: S<String>,
+    pub tls: Option<S<RawTls>>,
+}
+
+/// `listen[].tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    #[serde(default)]
+    pub certificates: Vec<S<RawCertificate>>,
+    pub min_version: Option<S<String>>,
+    pub http2: Option<S<bool>>,
+    pub handshake_timeout: Option<S<String>>,
+}
+
+/// `listen[].tls.certificates[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: S<String>,
+    pub key: S<String>,
+}
+
+impl<'de> Deserialize<'de> for RawListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawListen;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an address (\"0.0.0.0:8080\") or { addr, tls }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawListen, E> {
+                Ok(RawListen::Addr(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawListen, A::Error> {
+                RawListener::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|l| RawListen::Full(Box::new(l)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A TLS listener's settings, validated, its certificates loaded and checked.
+#[derive(Debug)]
+pub struct TlsListener {
+    /// Chosen by SNI from their names; the first is the default.
+    pub certificates: Vec<Certified>,
+    /// (restart to change)
+    pub min_version: TlsVersion,
+    /// ALPN offers `h2` besides `http/1.1` (restart to change).
+    pub http2: bool,
+    /// From accept to the end of the handshake.
+    pub handshake_timeout: Duration,
+}
 
 /// `listen:` and the process settings, validated.
 pub(super) struct Process {
     pub listen: Vec<SocketAddr>,
+    pub tls: Vec<Option<Arc<TlsListener>>>,
     pub threads: usize,
     pub work_stealing: bool,
     pub grace_period: Duration,
@@ -23,7 +98,7 @@ pub(super) struct Process {
 /// The top-level process keys as `sekisho config` prints them.
 #[derive(Serialize)]
 pub(super) struct EffectiveProcess {
-    listen: Vec<String>,
+    listen: Vec<EffectiveListen>,
     /// Given, or one per CPU of this machine.
     threads: usize,
     work_stealing: bool,
@@ -32,10 +107,58 @@ pub(super) struct EffectiveProcess {
     upgrade_socket: String,
 }
 
+/// A `listen:` entry as `sekisho config` prints it.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EffectiveListen {
+    Plain(String),
+    Tls { addr: String, tls: EffectiveTls },
+}
+
+#[derive(Serialize)]
+struct EffectiveTls {
+    certificates: Vec<EffectiveCertificate>,
+    min_version: TlsVersion,
+    http2: bool,
+    handshake_timeout: String,
+}
+
+#[derive(Serialize)]
+struct EffectiveCertificate {
+    cert: String,
+    names: Vec<String>,
+    not_after_unix: i64,
+}
+
 /// `listen:` and the process settings of `c`.
 pub(super) fn effective(c: &Config) -> EffectiveProcess {
+    let listen = c
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match c.tls.get(i).and_then(Option::as_ref) {
+            None => EffectiveListen::Plain(a.to_string()),
+            Some(t) => EffectiveListen::Tls {
+                addr: a.to_string(),
+                tls: EffectiveTls {
+                    certificates: t
+                        .certificates
+                        .iter()
+                        .map(|c| EffectiveCertificate {
+                            cert: c.cert_path.display().to_string(),
+                            names: c.names.clone(),
+                            not_after_unix: c.not_after_unix,
+                        })
+                        .collect(),
+                    min_version: t.min_version,
+                    http2: t.http2,
+                    handshake_timeout: format_duration(t.handshake_timeout),
+                },
+            },
+        })
+        .collect();
     EffectiveProcess {
-        listen: c.listen.iter().map(ToString::to_string).collect(),
+        listen,
         threads: c.threads,
         work_stealing: c.work_stealing,
         grace_period: format_duration(c.grace_period),
@@ -49,21 +172,33 @@ impl Validator<'_> {
     /// `upgrade_socket:`.
     pub(super) fn process(&mut self, raw: &RawConfig) -> Process {
         let mut listen = Vec::new();
+        let mut tls = Vec::new();
         for (i, l) in raw.listen.iter().enumerate() {
-            match l.value.parse::<SocketAddr>() {
-                Ok(a) => listen.push(a),
+            let (text, field, at_tls) = match &l.value {
+                RawListen::Addr(a) => (a.as_str(), format!("listen[{i}]"), None),
+                RawListen::Full(f) => (
+                    f.addr.value.as_str(),
+                    format!("listen[{i}].addr"),
+                    f.tls.as_ref(),
+                ),
+            };
+            match text.parse::<SocketAddr>() {
+                Ok(a) => {
+                    listen.push(a);
+                    tls.push(at_tls.map(|t| Arc::new(self.tls_listener(t, i))));
+                }
                 Err(_) => self.err(
                     l,
-                    format!("listen[{i}]"),
+                    field,
                     format!(
-                        "{:?} is not an address:port (e.g. \"0.0.0.0:8080\" or \"[::]:8080\")",
-                        l.value
+                        "{text:?} is not an address:port (e.g. \"0.0.0.0:8080\" or \"[::]:8080\")"
                     ),
                 ),
             }
         }
         if raw.listen.is_empty() {
             listen.push(SocketAddr::from(([127, 0, 0, 1], 8080)));
+            tls.push(None);
         }
         let threads = match &raw.threads {
             Some(t) if t.value == 0 => {
@@ -90,11 +225,80 @@ impl Validator<'_> {
         let upgrade_socket = self.upgrade_socket(raw);
         Process {
             listen,
+            tls,
             threads,
             work_stealing: raw.work_stealing.as_ref().is_some_and(|w| w.value),
             grace_period,
             graceful_shutdown_timeout,
             upgrade_socket,
+        }
+    }
+
+    /// `listen[i].tls`: each certificate loaded and checked as a handshake would use it (an
+    /// error names the file and the reason), its files watched for a reload.
+    fn tls_listener(&mut self, raw: &S<RawTls>, i: usize) -> TlsListener {
+        let at = format!("listen[{i}].tls");
+        let t = &raw.value;
+        if t.certificates.is_empty() {
+            self.err(
+                raw,
+                format!("{at}.certificates"),
+                "give at least one { cert, key }",
+            );
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mut certificates = Vec::new();
+        for (j, c) in t.certificates.iter().enumerate() {
+            let cert = self.dir.join(c.value.cert.value.trim());
+            let key = self.dir.join(c.value.key.value.trim());
+            for path in [&cert, &key] {
+                // what the watcher compares with: a file replaced after this read is reloaded
+                if let Ok(bytes) = std::fs::read(path) {
+                    self.loaded_hashes
+                        .push((path.clone(), super::cache::content_hash(&bytes)));
+                }
+                self.list_files.push(path.clone());
+            }
+            match crate::tls::load(&cert, &key, now) {
+                Ok(loaded) => certificates.push(loaded),
+                Err(e) => self.err(c, format!("{at}.certificates[{j}]"), e.to_string()),
+            }
+        }
+        let min_version = match t.min_version.as_ref() {
+            None => TlsVersion::V12,
+            Some(v) => {
+                match v.value.trim() {
+                    "1.2" => TlsVersion::V12,
+                    "1.3" => TlsVersion::V13,
+                    "1.0" | "1.1" => {
+                        self.err(v, format!("{at}.min_version"), format!("{:?}: TLS 1.0 and 1.1 are broken and refused; use \"1.2\" or \"1.3\"", v.value));
+                        TlsVersion::V12
+                    }
+                    _ => {
+                        self.err(
+                            v,
+                            format!("{at}.min_version"),
+                            format!("{:?}: use \"1.2\" or \"1.3\"", v.value),
+                        );
+                        TlsVersion::V12
+                    }
+                }
+            }
+        };
+        let handshake_timeout = self.duration_in(
+            t.handshake_timeout.as_ref(),
+            &format!("{at}.handshake_timeout"),
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            Duration::from_secs(300),
+        );
+        TlsListener {
+            certificates,
+            min_version,
+            http2: t.http2.as_ref().is_none_or(|h| h.value),
+            handshake_timeout,
         }
     }
 

@@ -40,6 +40,7 @@ mod effective;
 mod error;
 mod geo;
 mod listen;
+pub use listen::{TlsListener, TlsVersion};
 mod lists;
 pub(crate) mod paths;
 mod reload;
@@ -79,6 +80,9 @@ pub struct Config {
     pub path: PathBuf,
     /// `listen:` (restart to change).
     pub listen: Vec<SocketAddr>,
+    /// `listen[i].tls`, one entry per `listen` address: `None` for plaintext. Certificates are
+    /// read again on every reload; the other TLS settings at start.
+    pub tls: Vec<Option<std::sync::Arc<listen::TlsListener>>>,
     /// `threads:` (restart to change).
     pub threads: usize,
     /// `work_stealing:` (restart to change): one shared scheduler over the threads instead of
@@ -139,7 +143,7 @@ pub type S<T> = Spanned<T>;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
-    pub listen: Vec<S<String>>,
+    pub listen: Vec<S<listen::RawListen>>,
     pub threads: Option<S<usize>>,
     pub work_stealing: Option<S<bool>>,
     pub grace_period: Option<S<String>>,
@@ -421,6 +425,7 @@ impl Validator<'_> {
             connections,
             path: self.file.clone(),
             listen: process.listen,
+            tls: process.tls,
             threads: process.threads,
             work_stealing: process.work_stealing,
             grace_period: process.grace_period,

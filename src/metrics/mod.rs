@@ -62,6 +62,12 @@ pub struct Metrics {
     refused_by: [IntCounter; 4],
     /// `connections_closed` for `max_open`: idle connections closed to make room.
     pub closed_max_open: IntCounter,
+    /// `sekisho_tls_handshakes_total{result,version}`.
+    pub tls_handshakes: IntCounterVec,
+    /// `sekisho_tls_certificate_expiry_timestamp_seconds{listen,name}`: set at each load.
+    pub tls_certificate_expiry: IntGaugeVec,
+    /// `connections_closed` for `handshake_timeout`, resolved once.
+    pub closed_handshake_timeout: IntCounter,
     /// `sekisho_accept_errors_total` (brought up to date at scrape from [`ACCEPT_ERRORS`]).
     pub accept_errors: IntCounter,
     /// `sekisho_connections_open`: client connections open (set at scrape).
@@ -311,9 +317,33 @@ impl Metrics {
         let connections_closed = counter_vec(
             &r,
             "sekisho_connections_closed_total",
-            "Client connections sekisho closed itself, by reason (header_timeout: the request head did not arrive in connections.header_timeout; idle: a kept-alive connection waited connections.idle_timeout; max_open: an idle kept-alive connection closed to make room for a new one at connections.max_open; body_timeout: a request body stalled past connections.body_timeout or came slower than connections.body_min_rate).",
+            "Client connections sekisho closed itself, by reason (header_timeout: the request head did not arrive in connections.header_timeout; idle: a kept-alive connection waited connections.idle_timeout; max_open: an idle kept-alive connection closed to make room for a new one at connections.max_open; handshake_timeout: a TLS handshake not done within tls.handshake_timeout; body_timeout: a request body stalled past connections.body_timeout or came slower than connections.body_min_rate).",
             &["reason"],
         );
+        let tls_handshakes = counter_vec(
+            &r,
+            "sekisho_tls_handshakes_total",
+            "TLS handshakes with clients, by result (ok; failed: refused by either side, e.g. no shared version or cipher, a client that closed; timeout: not done within the listener's tls.handshake_timeout) and by negotiated version (TLSv1.2, TLSv1.3; \"-\" when none was).",
+            &["result", "version"],
+        );
+        for (result, version) in [
+            ("ok", "TLSv1.2"),
+            ("ok", "TLSv1.3"),
+            ("failed", "-"),
+            ("timeout", "-"),
+        ] {
+            tls_handshakes.with_label_values(&[result, version]);
+        }
+        let tls_certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "sekisho_tls_certificate_expiry_timestamp_seconds",
+                "When each certificate a TLS listener serves expires (Unix seconds), by listen address and the certificate's first name; set at start and at each reload.",
+            ),
+            &["listen", "name"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(tls_certificate_expiry.clone()))
+            .expect("unique metric name");
         let malformed_requests = counter_vec(
             &r,
             "sekisho_malformed_requests_total",
@@ -334,6 +364,7 @@ impl Metrics {
         let closed_header_timeout = connections_closed.with_label_values(&["header_timeout"]);
         let closed_idle = connections_closed.with_label_values(&["idle"]);
         let closed_body_timeout = connections_closed.with_label_values(&["body_timeout"]);
+        let closed_handshake_timeout = connections_closed.with_label_values(&["handshake_timeout"]);
         let malformed_bad_chunk = malformed_requests.with_label_values(&[BAD_CHUNK]);
         // Every series with labels from a fixed set starts at 0, so that `increase()` in an
         // alert sees the first event after a start (a series born at 1 has no sample before it).
@@ -395,6 +426,9 @@ impl Metrics {
             malformed_requests,
             closed_header_timeout,
             closed_idle,
+            closed_handshake_timeout,
+            tls_handshakes,
+            tls_certificate_expiry,
             closed_body_timeout,
             malformed_bad_chunk,
             last_reload_success: gauge(

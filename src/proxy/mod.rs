@@ -11,6 +11,7 @@ pub mod framing;
 mod identity;
 mod local;
 mod request_id;
+pub mod tls;
 mod upstream;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -85,6 +86,17 @@ impl Snapshot {
                 .map_or(0, |db| db.build_epoch() as i64),
         );
         metrics.capacity_keys.set(config.max_tracked_keys as i64);
+        // a certificate no longer served loses its series
+        metrics.tls_certificate_expiry.reset();
+        for (addr, tls) in config.listen.iter().zip(&config.tls) {
+            for c in tls.iter().flat_map(|t| &t.certificates) {
+                let name = c.names.first().map_or("-", String::as_str);
+                metrics
+                    .tls_certificate_expiry
+                    .with_label_values(&[&addr.to_string(), name])
+                    .set(c.not_after_unix);
+            }
+        }
         let policy = &config.policy;
         let refusals = policy
             .rules
@@ -313,18 +325,26 @@ impl HttpServerApp for Sekisho {
             )
         };
         // The connection's place in the open count, carried from the previous request on it
-        // (this one then follows a kept-alive wait), or claimed from the accept gate's
-        // reservation; dropped with the connection, whichever way it ends.
-        let (open, kept_alive) = match session
+        // (this one then follows a kept-alive wait), held by its TLS front (a TLS connection,
+        // every HTTP/2 stream on it included), or claimed from the accept gate's reservation;
+        // dropped with the connection, whichever way it ends.
+        let (place, kept_alive) = match session
             .take_connection_user_context()
-            .and_then(|c| c.downcast::<crate::conn::Open>().ok())
+            .and_then(|c| c.downcast::<Place>().ok())
         {
-            Some(open) => (*open, true),
-            None => {
-                let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
-                let key = ip_key(peer_of(&session), v6);
-                (self.state.connections.claim(peer, key), false)
-            }
+            Some(place) => (*place, true),
+            None => match session
+                .digest()
+                .and_then(|d| d.ssl_digest.clone())
+                .filter(|d| d.extension.get::<tls::TlsConn>().is_some())
+            {
+                Some(digest) => (Place::Tls(digest), false),
+                None => {
+                    let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+                    let key = ip_key(peer_of(&session), v6);
+                    (Place::Own(self.state.connections.claim(peer, key)), false)
+                }
+            },
         };
         if session.get_keepalive().is_some() {
             // Pingora's own wait for the next request, and the per-read limit while reading it
@@ -339,7 +359,10 @@ impl HttpServerApp for Sekisho {
         let started = std::time::Instant::now();
         // a kept-alive connection waiting for its next request is idle: when the process is
         // at connections.max_open, the longest idle one closes to make room for a new one
-        let idle = kept_alive.then(|| open.idle());
+        let idle = place
+            .open()
+            .filter(|_| kept_alive)
+            .map(crate::conn::Open::idle);
         let shed = async {
             match &idle {
                 Some(idle) => idle.shed().await,
@@ -439,7 +462,7 @@ impl HttpServerApp for Sekisho {
         self.logging(&session, &ctx);
         done.ok()?;
         let mut settings = HttpPersistentSettings::for_session(&session);
-        settings.set_user_context(Box::new(open));
+        settings.set_user_context(Box::new(place));
         match session.finish().await {
             Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
             _ => None,
@@ -454,6 +477,23 @@ impl HttpServerApp for Sekisho {
         self.stopping.store(true, Ordering::Release);
         // wake the keep-alive connections that wait for a next request
         self.stop.notify_waiters();
+    }
+}
+
+/// Where a connection's place in the open count is held.
+enum Place {
+    /// Here: a plaintext connection, carried from request to request.
+    Own(crate::conn::Open),
+    /// In the TLS digest its front made ([`tls::TlsConn`]).
+    Tls(Arc<pingora::protocols::tls::SslDigest>),
+}
+
+impl Place {
+    fn open(&self) -> Option<&crate::conn::Open> {
+        match self {
+            Place::Own(open) => Some(open),
+            Place::Tls(d) => d.extension.get::<tls::TlsConn>().map(|t| &t.open),
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use crate::engine::SlotRegistry;
 use crate::metrics::access_log::AccessLog;
 use crate::metrics::decision_log::{DecisionLog, Limits};
 use crate::proxy::accept::AcceptGate;
+use crate::proxy::tls::TlsFront;
 use crate::proxy::{Sekisho, State};
 use crate::reload::Housekeeping;
 use listeners::{Bound, Prebound};
@@ -121,14 +122,35 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(Some(Opt::default()), conf);
     server.bootstrap();
     let stop = Stop::new();
-    let mut proxy = Service::new("sekisho".to_string(), Sekisho::new(state.clone()));
-    proxy.set_connection_filter(Arc::new(AcceptGate::new(state.clone())));
-    server.add_service(Prebound::new(
-        proxy,
-        sockets,
-        listeners.clone(),
-        stop.clone(),
-    ));
+    let gate = Arc::new(AcceptGate::new(state.clone()));
+    let tls_of = |addr: std::net::SocketAddr| {
+        let c = &state.snapshot.load().config;
+        let i = c.listen.iter().position(|a| *a == addr)?;
+        c.tls.get(i).cloned().flatten()
+    };
+    let (plain, secure): (Vec<Bound>, Vec<Bound>) =
+        sockets.into_iter().partition(|b| tls_of(b.addr).is_none());
+    if !plain.is_empty() {
+        let mut proxy = Service::new("sekisho".to_string(), Sekisho::new(state.clone()));
+        proxy.set_connection_filter(gate.clone());
+        server.add_service(Prebound::new(proxy, plain, listeners.clone(), stop.clone()));
+    }
+    // one service per TLS listener: each has its own acceptor (versions, ALPN)
+    for socket in secure {
+        let Some(tls) = tls_of(socket.addr) else {
+            continue;
+        };
+        let front = TlsFront::new(state.clone(), socket.addr, tls)
+            .map_err(|e| format!("{} ({}): {e}", socket.field, socket.addr))?;
+        let mut service = Service::new(format!("sekisho-tls {}", socket.addr), front);
+        service.set_connection_filter(gate.clone());
+        server.add_service(Prebound::new(
+            service,
+            vec![socket],
+            listeners.clone(),
+            stop.clone(),
+        ));
+    }
     if let Some(socket) = admin_socket {
         let app = Admin::new(state.clone(), reload_tx, listeners.clone());
         let mut admin = Service::new("admin".to_string(), app);

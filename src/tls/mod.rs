@@ -6,6 +6,7 @@
 //! listener (Pingora's openssl backend and its certificate callback) is glue on top.
 //! [`ja4`] computes the client's TLS fingerprint from its raw ClientHello.
 
+pub mod acceptor;
 pub mod certs;
 pub mod ja4;
 

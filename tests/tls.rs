@@ -1,0 +1,403 @@
+//! TLS listeners over real TLS on loopback, with certificates the test issues from its own CA
+//! (rcgen): certificates by SNI and the default, HTTP/1.1 and HTTP/2 (ALPN) on one port, old
+//! TLS versions refused, the handshake deadline, certificates replaced while handshakes run,
+//! and bad certificate files kept out and named, by `check` and by a reload alike.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+use openssl::x509::X509;
+use support::{free_port, Origin, Run};
+
+/// A test CA and the certificates it issues.
+struct Ca {
+    key: rcgen::KeyPair,
+    cert: rcgen::Certificate,
+    params: rcgen::CertificateParams,
+}
+
+impl Ca {
+    fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "sekisho test CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.clone().self_signed(&key).expect("CA");
+        Self { key, cert, params }
+    }
+
+    /// Writes `{stem}.pem` and `{stem}.key` into `dir`: a certificate for `names`, valid from
+    /// year `from` to year `to`, with serial `serial`.
+    fn issue(&self, dir: &Path, stem: &str, names: &[&str], serial: u64, years: (i32, i32)) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        params.not_before = rcgen::date_time_ymd(years.0, 1, 1);
+        params.not_after = rcgen::date_time_ymd(years.1, 1, 1);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let issuer = self.params.clone().self_signed(&self.key).expect("issuer");
+        let cert = params.signed_by(&key, &issuer, &self.key).expect("sign");
+        std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).expect("write");
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+}
+
+/// The served certificate's serial and names, the negotiated ALPN and version, for one
+/// handshake with server name `sni`; the connection after it.
+struct Shaken {
+    serial: u64,
+    alpn: Option<Vec<u8>>,
+    stream: openssl::ssl::SslStream<TcpStream>,
+}
+
+fn connector(ca: &Ca, alpn: &[u8]) -> SslConnector {
+    let mut b = SslConnector::builder(SslMethod::tls()).expect("connector");
+    b.cert_store_mut()
+        .add_cert(X509::from_pem(ca.pem().as_bytes()).expect("CA pem"))
+        .expect("CA");
+    b.set_alpn_protos(alpn).expect("alpn");
+    b.build()
+}
+
+fn handshake(c: &SslConnector, addr: SocketAddr, sni: &str) -> Result<Shaken, String> {
+    let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut cfg = c.configure().map_err(|e| e.to_string())?;
+    // the leaf is checked against the CA; the name is what the test looks at
+    cfg.set_verify_hostname(false);
+    let stream = cfg.connect(sni, tcp).map_err(|e| e.to_string())?;
+    let serial = stream
+        .ssl()
+        .peer_certificate()
+        .ok_or("no certificate")?
+        .serial_number()
+        .to_bn()
+        .map_err(|e| e.to_string())?
+        .to_dec_str()
+        .map_err(|e| e.to_string())?
+        .parse()
+        .map_err(|e: std::num::ParseIntError| e.to_string())?;
+    Ok(Shaken {
+        serial,
+        alpn: stream.ssl().selected_alpn_protocol().map(<[u8]>::to_vec),
+        stream,
+    })
+}
+
+/// One HTTP/1.1 GET over an established TLS connection; the status code.
+fn get(s: &mut openssl::ssl::SslStream<TcpStream>, path: &str) -> u16 {
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+struct Edge {
+    run: Run,
+    tls: SocketAddr,
+    admin: SocketAddr,
+    ca: Ca,
+    _origin: Origin,
+}
+
+fn config(tls_port: u16, admin_port: u16, origin: &Origin, extra: &str) -> String {
+    format!(
+        "listen:\n  - addr: \"127.0.0.1:{tls_port}\"\n    tls:\n      certificates:\n        - {{ cert: a.pem, key: a.key }}\n        - {{ cert: b.pem, key: b.key }}\n      handshake_timeout: 500ms\nadmin: {{ listen: \"127.0.0.1:{admin_port}\" }}\nthreads: 1\ngrace_period: 0s\ngraceful_shutdown_timeout: 1s\nreload: {{ debounce: 50ms, poll_interval: 500ms }}\n{}rules:\n  - name: nope\n    match: {{ path_prefix: /denied }}\n    action: deny\n{extra}",
+        origin.upstreams()
+    )
+}
+
+fn edge() -> Edge {
+    let origin = Origin::start();
+    let ca = Ca::new();
+    for _ in 0..5 {
+        let (tls_port, admin_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+        let text = config(tls_port, admin_port, &origin, "");
+        let mut run = Run::start_with(&text, Some("warn"), |dir| {
+            ca.issue(dir, "a", &["a.test"], 1, (2020, 2040));
+            ca.issue(dir, "b", &["b.test", "*.b.test"], 2, (2020, 2040));
+        });
+        let tls = SocketAddr::from(([127, 0, 0, 1], tls_port));
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        if run.wait_listening(&[tls, admin], Duration::from_secs(30)) {
+            return Edge {
+                run,
+                tls,
+                admin,
+                ca,
+                _origin: origin,
+            };
+        }
+    }
+    panic!("sekisho did not start with a TLS listener");
+}
+
+fn admin_get(admin: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(admin).expect("admin");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    text
+}
+
+fn metric(admin: SocketAddr, series: &str) -> f64 {
+    admin_get(admin, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Waits (a guard against a hang, not a timing claim) until `series` reaches `at_least`: a
+/// handshake is counted just after the client sees it done.
+fn wait_metric(admin: SocketAddr, series: &str, at_least: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(admin, series) < at_least {
+        assert!(Instant::now() < deadline, "{series} stays below {at_least}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn generation(admin: SocketAddr) -> u64 {
+    let text = admin_get(admin, "/admin/status");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["generation"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn certificates_by_sni_both_protocols_and_no_old_versions() {
+    let e = edge();
+    let c = connector(&e.ca, b"\x08http/1.1");
+    assert_eq!(handshake(&c, e.tls, "a.test").expect("a").serial, 1);
+    assert_eq!(handshake(&c, e.tls, "b.test").expect("b").serial, 2);
+    assert_eq!(
+        handshake(&c, e.tls, "x.b.test").expect("wildcard").serial,
+        2
+    );
+    // a name no certificate has gets the first, the default
+    assert_eq!(
+        handshake(&c, e.tls, "unknown.test")
+            .expect("default")
+            .serial,
+        1
+    );
+
+    // HTTP/1.1 over TLS reaches the origin, and the rules judge it
+    let mut s = handshake(&c, e.tls, "a.test").expect("a");
+    assert_eq!(s.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(get(&mut s.stream, "/hello"), 200);
+    let mut s = handshake(&c, e.tls, "a.test").expect("a");
+    assert_eq!(get(&mut s.stream, "/denied/x"), 403);
+
+    // ALPN h2 is chosen when offered, and curl speaks HTTP/2 through it
+    let c2 = connector(&e.ca, b"\x02h2\x08http/1.1");
+    assert_eq!(
+        handshake(&c2, e.tls, "a.test").expect("h2").alpn.as_deref(),
+        Some(&b"h2"[..])
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, e.ca.pem()).expect("ca file");
+    let curl = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "10", "--http2"])
+            .args(["-w", "%{http_version} %{http_code}"])
+            .arg("--cacert")
+            .arg(&ca_file)
+            .arg("--resolve")
+            .arg(format!("a.test:{}:127.0.0.1", e.tls.port()))
+            .arg(format!("https://a.test:{}{path}", e.tls.port()))
+            .output()
+            .expect("curl (scripts/setup.sh installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl("/hello"), "2 200");
+    assert_eq!(curl("/denied/y"), "2 403");
+
+    // TLS 1.1 is refused
+    let mut old = SslConnector::builder(SslMethod::tls()).expect("connector");
+    old.set_verify(SslVerifyMode::NONE);
+    old.set_cipher_list("DEFAULT:@SECLEVEL=0").expect("ciphers");
+    old.set_min_proto_version(Some(SslVersion::TLS1))
+        .expect("min");
+    old.set_max_proto_version(Some(SslVersion::TLS1_1))
+        .expect("max");
+    let failed_before = metric(
+        e.admin,
+        "sekisho_tls_handshakes_total{result=\"failed\",version=\"-\"}",
+    );
+    assert!(
+        handshake(&old.build(), e.tls, "a.test").is_err(),
+        "TLS 1.1 was accepted"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(
+        e.admin,
+        "sekisho_tls_handshakes_total{result=\"failed\",version=\"-\"}",
+    ) <= failed_before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the refused handshake was not counted"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_metric(
+        e.admin,
+        "sekisho_tls_handshakes_total{result=\"ok\",version=\"TLSv1.3\"}",
+        6.0,
+    );
+    let expiry = metric(
+        e.admin,
+        &format!(
+            "sekisho_tls_certificate_expiry_timestamp_seconds{{listen=\"{}\",name=\"b.test\"}}",
+            e.tls
+        ),
+    );
+    assert_eq!(expiry, 2_208_988_800.0); // 2040-01-01
+}
+
+#[test]
+fn a_handshake_that_never_comes_is_cut_at_its_deadline() {
+    let e = edge();
+    let mut idle = TcpStream::connect(e.tls).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut buf = [0u8; 1];
+    // closed by sekisho (handshake_timeout 500ms), not by the guard
+    assert_eq!(idle.read(&mut buf).expect("closed, not timed out"), 0);
+    // (counted just after the close)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(
+        e.admin,
+        "sekisho_connections_closed_total{reason=\"handshake_timeout\"}",
+    ) < 1.0
+        || metric(
+            e.admin,
+            "sekisho_tls_handshakes_total{result=\"timeout\",version=\"-\"}",
+        ) < 1.0
+    {
+        assert!(Instant::now() < deadline, "the cut was not counted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn certificates_replaced_while_handshakes_run_and_bad_ones_kept_out() {
+    let mut e = edge();
+    let dir = e.run.dir.path().to_path_buf();
+    let c = connector(&e.ca, b"\x08http/1.1");
+    assert_eq!(handshake(&c, e.tls, "a.test").expect("a").serial, 1);
+
+    // a loop of handshakes runs through the replacement
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let looping = {
+        let (stop, ok, failed, c, addr) =
+            (stop.clone(), ok.clone(), failed.clone(), c.clone(), e.tls);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match handshake(&c, addr, "a.test") {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    let before = generation(e.admin);
+    // new files written beside, then renamed over the old ones (key first, then certificate)
+    let staging = tempfile::tempdir_in(&dir).expect("staging");
+    e.ca.issue(staging.path(), "a", &["a.test"], 11, (2020, 2040));
+    std::fs::rename(staging.path().join("a.key"), dir.join("a.key")).expect("rename key");
+    std::fs::rename(staging.path().join("a.pem"), dir.join("a.pem")).expect("rename cert");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while handshake(&c, e.tls, "a.test").map(|s| s.serial) != Ok(11) {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    looping.join().expect("loop");
+    assert!(generation(e.admin) > before);
+    assert!(ok.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "handshakes failed during the replacement"
+    );
+
+    // a key that is not the certificate's: the reload fails, naming the file; serial 11 stays
+    let gen = generation(e.admin);
+    e.ca.issue(staging.path(), "other", &["other.test"], 12, (2020, 2040));
+    std::fs::copy(staging.path().join("other.key"), dir.join("b.key")).expect("copy key");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(e.admin, "sekisho_reloads_total{result=\"error\"}") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the bad key did not fail a reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(generation(e.admin), gen);
+    assert_eq!(handshake(&c, e.tls, "a.test").expect("a").serial, 11);
+    assert_eq!(handshake(&c, e.tls, "b.test").expect("b").serial, 2);
+    // `check` says the same as the reload
+    let cfg = dir.join("sekisho.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_sekisho"))
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("check");
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("listen[0].tls.certificates[1]")
+            && said.contains("b.key: this private key does not belong to the certificate in"),
+        "{said}"
+    );
+    // an expired certificate likewise
+    e.ca.issue(&dir, "b", &["b.test"], 13, (2001, 2002));
+    let out = Command::new(env!("CARGO_BIN_EXE_sekisho"))
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("check");
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("b.pem: the certificate expired"), "{said}");
+    e.run.signal("TERM");
+    let (_, said) = e.run.wait_exit(Duration::from_secs(20));
+    assert!(
+        said.contains("reload rejected, the running config stays")
+            && said.contains("b.key: this private key does not belong"),
+        "{said}"
+    );
+}
