@@ -443,6 +443,11 @@ fn a_fresh_process_exports_every_series_the_shipped_alerts_and_dashboard_select(
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         for (name, labels) in selected_series(&text) {
             checked += 1;
+            // a gauge per certificate a TLS listener serves (the shipped config has none; a
+            // gauge alert needs no series before its first event); tests/tls.rs reads it
+            if name == "sekisho_tls_certificate_expiry_timestamp_seconds" {
+                continue;
+            }
             if !has_series(&scrape, &name, None) {
                 missing.push(format!("{file}: {name}"));
             }
