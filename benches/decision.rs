@@ -98,6 +98,7 @@ fn facts<'a>(ip: IpAddr, i: usize) -> Facts<'a> {
         user_agent: b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
         headers: None,
         country: Country::UNKNOWN,
+        ja4: "",
     }
 }
 

@@ -78,6 +78,7 @@ fn geo(c: &mut Criterion) {
         user_agent: b"Mozilla/5.0",
         headers: None,
         country,
+        ja4: "",
     };
     let mut g = c.benchmark_group("decision_geo");
     g.throughput(Throughput::Elements(1));

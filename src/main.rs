@@ -53,7 +53,7 @@ enum Command {
     /// The heaviest clients (or countries, user agents, paths) of the last minutes, with how
     /// many of their requests were refused (asks the running proxy's admin listener).
     Top {
-        /// What to rank: ip, country, user_agent or path.
+        /// What to rank: ip, country, user_agent, path or ja4 (TLS clients).
         #[arg(long, default_value = "ip", value_parser = ["ip", "country", "user_agent", "path"])]
         by: String,
         /// Over the last N minutes (1 to 15).

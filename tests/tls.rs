@@ -76,6 +76,18 @@ fn connector(ca: &Ca, alpn: &[u8]) -> SslConnector {
 
 fn handshake(c: &SslConnector, addr: SocketAddr, sni: &str) -> Result<Shaken, String> {
     let tcp = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    handshake_on(c, tcp, sni)
+}
+
+/// [`handshake`] from source address `from` (127.0.0.x).
+fn handshake_from(c: &SslConnector, from: &str, addr: SocketAddr) -> Shaken {
+    let tcp = support::Conn::open(Some(from), addr)
+        .expect("connect")
+        .into_stream();
+    handshake_on(c, tcp, "a.test").expect("handshake")
+}
+
+fn handshake_on(c: &SslConnector, tcp: TcpStream, sni: &str) -> Result<Shaken, String> {
     tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let mut cfg = c.configure().map_err(|e| e.to_string())?;
     // the leaf is checked against the CA; the name is what the test looks at
@@ -127,11 +139,15 @@ fn config(tls_port: u16, admin_port: u16, origin: &Origin, extra: &str) -> Strin
 }
 
 fn edge() -> Edge {
+    edge_with("")
+}
+
+fn edge_with(extra: &str) -> Edge {
     let origin = Origin::start();
     let ca = Ca::new();
     for _ in 0..5 {
         let (tls_port, admin_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
-        let text = config(tls_port, admin_port, &origin, "");
+        let text = config(tls_port, admin_port, &origin, extra);
         let mut run = Run::start_with(&text, Some("warn"), |dir| {
             ca.issue(dir, "a", &["a.test"], 1, (2020, 2040));
             ca.issue(dir, "b", &["b.test", "*.b.test"], 2, (2020, 2040));
@@ -399,5 +415,48 @@ fn certificates_replaced_while_handshakes_run_and_bad_ones_kept_out() {
         said.contains("reload rejected, the running config stays")
             && said.contains("b.key: this private key does not belong"),
         "{said}"
+    );
+}
+
+#[test]
+fn the_tls_fingerprint_keys_a_limit_across_addresses_and_matches_a_rule() {
+    let e = edge_with(
+        "  - name: per-stack\n    match: { path_prefix: /stack }\n    limit: { rate: 1/h, burst: 2, key: ja4 }\n    response: { status: 429 }\n",
+    );
+    let c = connector(&e.ca, b"\x08http/1.1");
+    // one TLS stack, three addresses: one bucket of 2
+    let got: Vec<u16> = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+        .iter()
+        .map(|from| get(&mut handshake_from(&c, from, e.tls).stream, "/stack"))
+        .collect();
+    assert_eq!(got, [200, 200, 429]);
+    // the fingerprint, as the operator finds it
+    let top = admin_get(e.admin, "/admin/top?by=ja4&window=1m");
+    let body = top.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body).expect("top json");
+    let fp = v["top"][0]["key"]
+        .as_str()
+        .expect("a fingerprint")
+        .to_string();
+    assert!(fp.starts_with("t13d") && fp.len() == 36, "{fp}");
+    assert_eq!(v["top"][0]["allowed"].as_u64(), Some(2), "{v}");
+    assert_eq!(v["top"][0]["refused"].as_u64(), Some(1), "{v}");
+    // ...and denies it by a rule
+    let cfg = e.run.dir.path().join("sekisho.yaml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let before = generation(e.admin);
+    std::fs::write(
+        &cfg,
+        format!("{text}  - name: that-stack\n    match: {{ ja4: [\"{fp}\"] }}\n    action: deny\n"),
+    )
+    .expect("rewrite");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while generation(e.admin) == before {
+        assert!(Instant::now() < deadline, "no reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        get(&mut handshake_from(&c, "127.0.0.4", e.tls).stream, "/hello"),
+        403
     );
 }

@@ -178,7 +178,7 @@ impl Admin {
         })
     }
 
-    /// `GET /admin/top?by=ip|country|user_agent|path&window=5m&n=20`.
+    /// `GET /admin/top?by=ip|country|user_agent|path|ja4&window=5m&n=20`.
     fn top(&self, query: &str) -> Result<serde_json::Value, String> {
         let params = parse_query(query, &["by", "window", "n"])?;
         let by = params.get("by").map_or("ip", String::as_str);
@@ -201,7 +201,7 @@ impl Admin {
                 .ok_or_else(|| format!("n {v:?}: use 1 to 1000"))?,
         };
         let dim = Dimension::parse(by)
-            .ok_or_else(|| format!("by {by:?}: use ip, country, user_agent or path"))?;
+            .ok_or_else(|| format!("by {by:?}: use ip, country, user_agent, path or ja4"))?;
         let minute = self.state.clock.now() / 60_000_000_000;
         let v6 = self.state.snapshot.load().config.client_ip.ipv6_prefix;
         Ok(json!({

@@ -44,6 +44,8 @@ pub struct RawMatch {
     pub country: Vec<S<String>>,
     #[serde(default)]
     pub country_not: Vec<S<String>>,
+    #[serde(default)]
+    pub ja4: Vec<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -354,6 +356,18 @@ impl Validator<'_> {
                 }
             }
         }
+        for (j, f) in m.ja4.iter().enumerate() {
+            let v = f.value.trim();
+            if crate::tls::ja4::is_fingerprint(v) {
+                out.ja4.push(v.to_string());
+            } else {
+                self.err(
+                    f,
+                    format!("{at}.match.ja4[{j}]"),
+                    format!("{:?} is not a JA4 fingerprint (like \"t13d1516h2_8daaf6152771_02713d6af862\": `sekisho top --by ja4` lists your TLS clients' fingerprints)", f.value),
+                );
+            }
+        }
         out.path = m.path.as_ref().map(|p| p.value.clone());
         out.path_prefix = m.path_prefix.as_ref().map(|p| p.value.clone());
         out.path_regex = m
@@ -454,6 +468,7 @@ impl Validator<'_> {
                 "ip" => KeyKind::Ip,
                 "ip_path" => KeyKind::IpPath,
                 "country" => KeyKind::Country,
+                "ja4" => KeyKind::Ja4,
                 other => match other.strip_prefix("header:") {
                     Some(h) => match HeaderName::from_bytes(h.trim().as_bytes()) {
                         Ok(n) => KeyKind::Header(n),
@@ -470,7 +485,7 @@ impl Validator<'_> {
                         self.err(
                             k,
                             format!("{at}.limit.key"),
-                            format!("{other:?}: use ip, ip_path, country or header:NAME"),
+                            format!("{other:?}: use ip, ip_path, country, ja4 or header:NAME"),
                         );
                         return None;
                     }
@@ -545,6 +560,8 @@ struct EffectiveMatch {
     country: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     country_not: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ja4: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -581,6 +598,7 @@ fn effective_rule(r: &Rule) -> EffectiveRule {
                 KeyKind::Ip => "ip".into(),
                 KeyKind::IpPath => "ip_path".into(),
                 KeyKind::Country => "country".into(),
+                KeyKind::Ja4 => "ja4".into(),
                 KeyKind::Header(h) => format!("header:{h}"),
             },
         }),
@@ -600,6 +618,7 @@ fn effective_rule(r: &Rule) -> EffectiveRule {
             user_agent: m.user_agent.as_ref().map(|re| re.as_str().into()),
             country: countries(&m.country),
             country_not: countries(&m.country_not),
+            ja4: m.ja4.clone(),
         },
         action: limit.is_none().then_some("deny"),
         response: EffectiveResponse {
@@ -632,6 +651,7 @@ fn matches_everything(m: &Matcher) -> bool {
         && m.user_agent.is_none()
         && m.country.is_empty()
         && m.country_not.is_empty()
+        && m.ja4.is_empty()
 }
 
 /// A regex error on one line.

@@ -72,6 +72,9 @@ pub struct Facts<'a> {
     pub headers: Option<&'a HeaderMap>,
     /// The client's country ([`Country::UNKNOWN`] when not known or not looked up).
     pub country: Country,
+    /// The client's TLS fingerprint (JA4); empty over plaintext or when its ClientHello could
+    /// not be read.
+    pub ja4: &'a str,
 }
 
 /// An ISO 3166-1 alpha-2 country code in upper case, or `??` for unknown.
@@ -300,6 +303,9 @@ impl Policy {
             },
             // One bucket per country (all unknown addresses share `??`).
             KeyKind::Country => u128::from(u16::from_be_bytes(facts.country.0)),
+            // One bucket per TLS stack, whatever the address; none known: the address.
+            KeyKind::Ja4 if facts.ja4.is_empty() => ip,
+            KeyKind::Ja4 => limiter.hash_key(1, facts.ja4.as_bytes()),
         }
     }
 

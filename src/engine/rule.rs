@@ -55,6 +55,9 @@ pub enum KeyKind {
     Header(HeaderName),
     /// The client's country: one bucket per country.
     Country,
+    /// The client's TLS fingerprint (JA4): one bucket per TLS stack across addresses; the
+    /// address when there is none (plaintext).
+    Ja4,
 }
 
 /// What a refused request is sent.
@@ -102,6 +105,8 @@ pub struct Matcher {
     pub country: Vec<Country>,
     /// `country_not:`: the client's country is none of these.
     pub country_not: Vec<Country>,
+    /// `ja4:`: the client's TLS fingerprint is one of these (plaintext matches none).
+    pub ja4: Vec<String>,
 }
 
 /// `host:`: `example.com` or `*.example.com` (any subdomain, not the apex), case-insensitive.
@@ -171,6 +176,9 @@ impl Matcher {
             return false;
         }
         if self.country_not.contains(&f.country) {
+            return false;
+        }
+        if !self.ja4.is_empty() && !self.ja4.iter().any(|j| j == f.ja4) {
             return false;
         }
         if let Some(re) = &self.path_regex {

@@ -27,6 +27,7 @@ fn req<'a>(ip: &str, method: &'a str, path: &'a str) -> Facts<'a> {
         user_agent: b"curl/8",
         headers: None,
         country: Country::UNKNOWN,
+        ja4: "",
     }
 }
 

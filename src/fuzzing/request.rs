@@ -143,7 +143,7 @@ async fn exchange(f: &Fixture, wire: &[u8], peer: IpAddr) -> Outcome {
         &head.headers,
     );
     let policy = &config.policy;
-    let facts = facts_of(head, &path, client.ip, country, policy.uses_host);
+    let facts = facts_of(head, &path, client.ip, country, policy.uses_host, "");
     let decision = policy.decide(&facts, &f.limiter, 0);
     match decision {
         Decision::Deny { rule } | Decision::Limit { rule, .. } => {

@@ -49,6 +49,13 @@ pub struct Entry<'a> {
     pub upstream_status: Option<u16>,
     /// The request id, as sent upstream in `X-Request-Id` and written in the access log.
     pub request_id: &'a str,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`; empty for a connection cut before a request.
+    pub protocol: &'a str,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The client's JA4 TLS fingerprint; absent over plaintext or when not read.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub ja4: &'a str,
 }
 
 /// The sending side, held by the proxy.

@@ -29,16 +29,22 @@ pub enum Dimension {
     UserAgent = 2,
     /// Request path.
     Path = 3,
+    /// The client's JA4 TLS fingerprint (TLS requests only).
+    Ja4 = 4,
 }
 
+/// How many dimensions there are.
+const DIMENSIONS: usize = 5;
+
 impl Dimension {
-    /// `ip`, `country`, `user_agent`, `path`.
+    /// `ip`, `country`, `user_agent`, `path`, `ja4`.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "ip" => Self::Ip,
             "country" => Self::Country,
             "user_agent" => Self::UserAgent,
             "path" => Self::Path,
+            "ja4" => Self::Ja4,
             _ => return None,
         })
     }
@@ -164,7 +170,7 @@ impl TopTalkers {
     /// Empty sketches.
     pub fn new() -> Self {
         Self {
-            sketches: (0..4 * MINUTES)
+            sketches: (0..DIMENSIONS * MINUTES)
                 .map(|i| {
                     Mutex::new(Sketch {
                         rng: 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1),
@@ -176,14 +182,18 @@ impl TopTalkers {
         }
     }
 
-    /// Counts one request at `minute` (minutes since any fixed origin).
-    pub fn record(&self, minute: u64, keys: [&[u8]; 4], refused: bool) {
+    /// Counts one request at `minute` (minutes since any fixed origin), by each dimension's
+    /// key (an empty JA4, a plaintext request, is not counted by JA4).
+    pub fn record(&self, minute: u64, keys: [&[u8]; DIMENSIONS], refused: bool) {
         let event = if refused {
             Event::Refused
         } else {
             Event::Allowed
         };
         for (d, key) in keys.iter().enumerate() {
+            if d == Dimension::Ja4 as usize && key.is_empty() {
+                continue;
+            }
             self.add(d, minute, key, event);
         }
     }
@@ -297,7 +307,7 @@ mod tests {
             for _ in 0..=i {
                 t.record(
                     7,
-                    [format!("ip{i}").as_bytes(), b"JP", b"ua", b"/"],
+                    [format!("ip{i}").as_bytes(), b"JP", b"ua", b"/", b""],
                     i % 2 == 0,
                 );
             }
@@ -350,7 +360,7 @@ mod tests {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
                 format!("random-{x}")
             };
-            t.record(3, [key.as_bytes(), b"??", b"-", b"/"], true);
+            t.record(3, [key.as_bytes(), b"??", b"-", b"/", b""], true);
         }
         let top = t.top(Dimension::Ip, 1, 3, 2, 64);
         assert_eq!(top[0].key, "attacker");
@@ -363,12 +373,12 @@ mod tests {
     #[test]
     fn windows_and_expiry() {
         let t = TopTalkers::new();
-        t.record(100, [b"a", b"JP", b"ua", b"/"], false);
-        t.record(104, [b"b", b"JP", b"ua", b"/"], false);
+        t.record(100, [b"a", b"JP", b"ua", b"/", b""], false);
+        t.record(104, [b"b", b"JP", b"ua", b"/", b""], false);
         assert_eq!(t.top(Dimension::Ip, 1, 104, 10, 64).len(), 1);
         assert_eq!(t.top(Dimension::Ip, 5, 104, 10, 64).len(), 2);
         // 15 minutes later both are gone
-        t.record(119, [b"c", b"JP", b"ua", b"/"], false);
+        t.record(119, [b"c", b"JP", b"ua", b"/", b""], false);
         let keys: Vec<String> = t
             .top(Dimension::Ip, 15, 119, 10, 64)
             .into_iter()

@@ -149,6 +149,9 @@ fn report(state: &State, snap: &Snapshot, ip: IpAddr, field: &str, autoban: bool
             status: 0,
             upstream_status: None,
             request_id: "-",
+            protocol: "",
+            tls: false,
+            ja4: "",
         });
     }
     let policies = &config.defense.autoban;

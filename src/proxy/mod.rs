@@ -521,7 +521,10 @@ impl Sekisho {
             Country::UNKNOWN
         };
         ctx.country = country;
-        let facts = facts_of(req, &path, ip, country, policy.uses_host);
+        let ja4 = tls_conn(session)
+            .and_then(|t| t.ja4.as_deref())
+            .unwrap_or("");
+        let facts = facts_of(req, &path, ip, country, policy.uses_host, ja4);
         let user_agent = facts.user_agent;
         let now = self.state.clock.now();
         ctx.now = now;
@@ -559,6 +562,7 @@ impl Sekisho {
                 &country.0,
                 user_agent,
                 req.uri.path().as_bytes(),
+                facts.ja4.as_bytes(),
             ],
             !decision.passes(),
         );
@@ -748,6 +752,7 @@ impl Sekisho {
             .get(http::header::USER_AGENT)
             .map(|h| String::from_utf8_lossy(h.as_bytes()))
             .unwrap_or_default();
+        let tls = tls_conn(session);
         log.log(&Entry {
             timestamp: now_rfc3339(),
             client_ip: ip,
@@ -762,6 +767,9 @@ impl Sekisho {
             status: sent,
             upstream_status: Some(sent).filter(|s| ctx.went_upstream && *s != 0),
             request_id: ctx.request_id.to_str().unwrap_or("-"),
+            protocol: protocol_of(req.version),
+            tls: tls.is_some(),
+            ja4: tls.and_then(|t| t.ja4.as_deref()).unwrap_or(""),
         });
     }
 
@@ -837,6 +845,7 @@ pub fn facts_of<'r>(
     ip: IpAddr,
     country: Country,
     uses_host: bool,
+    ja4: &'r str,
 ) -> Facts<'r> {
     Facts {
         country,
@@ -849,6 +858,27 @@ pub fn facts_of<'r>(
             .get(http::header::USER_AGENT)
             .map_or(&b""[..], |h| h.as_bytes()),
         headers: Some(&req.headers),
+        ja4,
+    }
+}
+
+/// What the TLS front recorded for the connection `session` is on; `None` over plaintext.
+pub fn tls_conn(session: &ServerSession) -> Option<&tls::TlsConn> {
+    session
+        .digest()?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<tls::TlsConn>()
+}
+
+/// The decision log's `protocol`.
+fn protocol_of(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_09 => "HTTP/0.9",
+        _ => "HTTP/1.1",
     }
 }
 

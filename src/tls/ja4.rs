@@ -181,6 +181,24 @@ fn alpn_code(alpn: Option<&[u8]>) -> String {
     }
 }
 
+/// Whether `text` has the shape of a JA4 fingerprint: `a_b_c`, `a` ten ASCII letters and
+/// digits starting with the protocol (`t` TCP, `q` QUIC, `d` DTLS), `b` and `c` twelve
+/// lowercase hex digits each.
+pub fn is_fingerprint(text: &str) -> bool {
+    let mut parts = text.split('_');
+    let (Some(a), Some(b), Some(c), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let hex = |p: &str| p.len() == 12 && p.bytes().all(|x| matches!(x, b'0'..=b'9' | b'a'..=b'f'));
+    a.len() == 10
+        && matches!(a.as_bytes()[0], b't' | b'q' | b'd')
+        && a.bytes().all(|x| x.is_ascii_alphanumeric())
+        && hex(b)
+        && hex(c)
+}
+
 /// The JA4 fingerprint of `hello` (over TCP).
 pub fn ja4(hello: &Hello) -> String {
     let ciphers: Vec<u16> = hello
@@ -293,6 +311,16 @@ mod tests {
     fn the_specification_example_with_grease() {
         let hello = parse_record(&spec_hello(true)).unwrap();
         assert_eq!(ja4(&hello), "t13d1516h2_8daaf6152771_e5627efa2ab1");
+        assert!(is_fingerprint(&ja4(&hello)));
+        for not in [
+            "",
+            "t13d1516h2_8daaf6152771",
+            "x13d1516h2_8daaf6152771_e5627efa2ab1",
+            "t13d1516h2_8DAAF6152771_e5627efa2ab1",
+            "t13d1516h2_8daaf6152771_e5627efa2ab1_",
+        ] {
+            assert!(!is_fingerprint(not), "{not}");
+        }
     }
 
     #[test]
