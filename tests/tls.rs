@@ -460,3 +460,103 @@ fn the_tls_fingerprint_keys_a_limit_across_addresses_and_matches_a_rule() {
         403
     );
 }
+
+/// An HTTP/2 frame: length, type, flags, stream, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.push(kind);
+    f.push(flags);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// `GET https://a.test/` in HPACK: :method GET, :path /, :scheme https (static table), and
+/// :authority as a literal.
+const GET_ROOT: &[u8] = b"\x82\x84\x87\x41\x06a.test";
+
+/// A raw HTTP/2 connection (ALPN h2) that has sent its preface and SETTINGS.
+fn h2_client(e: &Edge) -> openssl::ssl::SslStream<TcpStream> {
+    let c = connector(&e.ca, b"\x02h2");
+    let mut s = handshake(&c, e.tls, "a.test").expect("h2 handshake");
+    assert_eq!(s.alpn.as_deref(), Some(&b"h2"[..]));
+    s.stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("preface");
+    s.stream
+        .write_all(&h2_frame(4, 0, 0, &[]))
+        .expect("settings");
+    s.stream
+}
+
+/// Sends `frames` (each given its stream's id by `make`), pausing `pace` between them, until
+/// the connection fails or `limit` frames went out; how many went out.
+fn flood(
+    s: &mut openssl::ssl::SslStream<TcpStream>,
+    limit: u32,
+    pace: Duration,
+    make: impl Fn(u32) -> Vec<u8>,
+) -> u32 {
+    for i in 0..limit {
+        if s.write_all(&make(2 * i + 1)).is_err() {
+            return i;
+        }
+        if !pace.is_zero() {
+            std::thread::sleep(pace);
+        }
+    }
+    limit
+}
+
+#[test]
+fn http2_floods_are_cut_while_a_well_behaved_client_is_served() {
+    let e = edge();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, e.ca.pem()).expect("ca file");
+    let well_behaved = || {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "10", "--http2"])
+            .args(["-w", "%{http_version} %{http_code}"])
+            .arg("--cacert")
+            .arg(&ca_file)
+            .arg("--resolve")
+            .arg(format!("a.test:{}:127.0.0.1", e.tls.port()))
+            .arg(format!("https://a.test:{}/hello", e.tls.port()))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let closed = |reason: &str| format!("sekisho_connections_closed_total{{reason=\"{reason}\"}}");
+    let open_and_cancel = |id: u32| {
+        let mut f = h2_frame(1, 0x4, id, GET_ROOT); // HEADERS, END_HEADERS
+        f.extend(h2_frame(3, 0, id, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+        f
+    };
+    // Rapid Reset, as fast as the socket takes it
+    let mut s = h2_client(&e);
+    let sent = flood(&mut s, 20_000, Duration::ZERO, open_and_cancel);
+    wait_metric(e.admin, &closed("h2_rapid_reset"), 1.0);
+    assert!(sent < 20_000, "the connection took every reset");
+    assert_eq!(well_behaved(), "2 200");
+    // Rapid Reset paced at 100 a second: under any burst counter, over the budget
+    let mut s = h2_client(&e);
+    flood(&mut s, 1000, Duration::from_millis(10), open_and_cancel);
+    wait_metric(e.admin, &closed("h2_rapid_reset"), 2.0);
+    assert_eq!(well_behaved(), "2 200");
+    // a PING flood
+    let mut s = h2_client(&e);
+    flood(&mut s, 20_000, Duration::ZERO, |_| {
+        h2_frame(6, 0, 0, &[0; 8])
+    });
+    wait_metric(e.admin, &closed("h2_ping_flood"), 1.0);
+    assert_eq!(well_behaved(), "2 200");
+    // a CONTINUATION flood: a header block that never ends
+    let mut s = h2_client(&e);
+    s.write_all(&h2_frame(1, 0, 1, GET_ROOT)).expect("headers");
+    flood(&mut s, 20_000, Duration::ZERO, |_| h2_frame(9, 0, 1, &[]));
+    wait_metric(e.admin, &closed("h2_continuation_flood"), 1.0);
+    assert_eq!(well_behaved(), "2 200");
+    // the well-behaved client was never cut
+    assert_eq!(metric(e.admin, &closed("h2_settings_flood")), 0.0);
+}

@@ -41,6 +41,9 @@ pub struct ConnectionSettings {
     pub per_client_rate: Option<Quota>,
     /// `mode`: `count` refuses no connection but counts what it would have refused.
     pub mode: Mode,
+    /// Streams one HTTP/2 connection may have open at once (default 100, as nginx's
+    /// `http2_max_concurrent_streams` and Pingora's default).
+    pub http2_max_concurrent_streams: u32,
 }
 
 /// The default `per_client` bucket: 50 new connections a second, 200 at once.
@@ -59,6 +62,7 @@ impl Default for ConnectionSettings {
             per_client_max_open: Some(256),
             per_client_rate: default_client_rate(),
             mode: Mode::Enforce,
+            http2_max_concurrent_streams: 100,
         }
     }
 }
@@ -75,6 +79,7 @@ pub(super) struct EffectiveConnections {
     max_open: usize,
     per_client: EffectivePerClient,
     mode: &'static str,
+    http2_max_concurrent_streams: u32,
 }
 
 #[derive(Serialize)]
@@ -109,6 +114,7 @@ impl ConnectionSettings {
                 burst: self.per_client_rate.as_ref().map(|q| q.burst().get()),
             },
             mode: self.mode.as_str(),
+            http2_max_concurrent_streams: self.http2_max_concurrent_streams,
         }
     }
 }
@@ -125,6 +131,7 @@ pub struct RawConnections {
     pub max_open: Option<S<u64>>,
     pub per_client: Option<RawPerClient>,
     pub mode: Option<RawMode>,
+    pub http2_max_concurrent_streams: Option<S<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,7 +160,21 @@ impl Validator<'_> {
                 Some(m) => m.value,
                 None => default.max_requests_per_connection,
             };
+        let http2_max_concurrent_streams =
+            match c.and_then(|c| c.http2_max_concurrent_streams.as_ref()) {
+                Some(m) if !(1..=10_000).contains(&m.value) => {
+                    self.err(
+                        m,
+                        "connections.http2_max_concurrent_streams",
+                        format!("{} is out of range (1 to 10000)", m.value),
+                    );
+                    default.http2_max_concurrent_streams
+                }
+                Some(m) => m.value,
+                None => default.http2_max_concurrent_streams,
+            };
         ConnectionSettings {
+            http2_max_concurrent_streams,
             header_timeout: self.duration_in(
                 c.and_then(|c| c.header_timeout.as_ref()),
                 "connections.header_timeout",

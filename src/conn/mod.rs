@@ -4,9 +4,12 @@
 //!
 //! - [`table`]: open connections, in all and per client, and the idle ones
 //!   (`connections.max_open`, `per_client.max_open`);
-//! - [`body`]: the deadline of each read of a request body (`body_timeout`, `body_min_rate`).
+//! - [`body`]: the deadline of each read of a request body (`body_timeout`, `body_min_rate`);
+//! - [`frames`]: an HTTP/2 client's frames against its per-connection budgets (Rapid Reset,
+//!   PING, SETTINGS, empty DATA and CONTINUATION floods).
 
 pub mod body;
+pub mod frames;
 pub mod table;
 
 pub use table::{Admission, Caps, Idle, Open, Refusal, Table, UNCLAIMED};

@@ -14,6 +14,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::conn::frames::Abuse;
 use crate::conn::Refusal;
 use crate::engine::Mode;
 use crate::engine::{Country, Policy, RuleKind};
@@ -68,6 +69,8 @@ pub struct Metrics {
     pub tls_certificate_expiry: IntGaugeVec,
     /// `connections_closed` for `handshake_timeout`, resolved once.
     pub closed_handshake_timeout: IntCounter,
+    /// `connections_closed` for each HTTP/2 abuse, by [`Abuse`] order.
+    closed_h2: [IntCounter; 5],
     /// `sekisho_accept_errors_total` (brought up to date at scrape from [`ACCEPT_ERRORS`]).
     pub accept_errors: IntCounter,
     /// `sekisho_connections_open`: client connections open (set at scrape).
@@ -317,7 +320,7 @@ impl Metrics {
         let connections_closed = counter_vec(
             &r,
             "sekisho_connections_closed_total",
-            "Client connections sekisho closed itself, by reason (header_timeout: the request head did not arrive in connections.header_timeout; idle: a kept-alive connection waited connections.idle_timeout; max_open: an idle kept-alive connection closed to make room for a new one at connections.max_open; handshake_timeout: a TLS handshake not done within tls.handshake_timeout; body_timeout: a request body stalled past connections.body_timeout or came slower than connections.body_min_rate).",
+            "Client connections sekisho closed itself, by reason (header_timeout: the request head did not arrive in connections.header_timeout; idle: a kept-alive connection waited connections.idle_timeout; max_open: an idle kept-alive connection closed to make room for a new one at connections.max_open; handshake_timeout: a TLS handshake not done within tls.handshake_timeout; h2_rapid_reset, h2_ping_flood, h2_settings_flood, h2_empty_data_flood, h2_continuation_flood: an HTTP/2 client over its per-connection frame budget; body_timeout: a request body stalled past connections.body_timeout or came slower than connections.body_min_rate).",
             &["reason"],
         );
         let tls_handshakes = counter_vec(
@@ -365,6 +368,7 @@ impl Metrics {
         let closed_idle = connections_closed.with_label_values(&["idle"]);
         let closed_body_timeout = connections_closed.with_label_values(&["body_timeout"]);
         let closed_handshake_timeout = connections_closed.with_label_values(&["handshake_timeout"]);
+        let closed_h2 = Abuse::ALL.map(|a| connections_closed.with_label_values(&[a.as_str()]));
         let malformed_bad_chunk = malformed_requests.with_label_values(&[BAD_CHUNK]);
         // Every series with labels from a fixed set starts at 0, so that `increase()` in an
         // alert sees the first event after a start (a series born at 1 has no sample before it).
@@ -427,6 +431,7 @@ impl Metrics {
             closed_header_timeout,
             closed_idle,
             closed_handshake_timeout,
+            closed_h2,
             tls_handshakes,
             tls_certificate_expiry,
             closed_body_timeout,
@@ -600,6 +605,11 @@ impl Metrics {
     /// `sekisho_connections_refused_total` for `why`.
     pub fn refused(&self, why: Refusal) -> &IntCounter {
         &self.refused_by[why as usize]
+    }
+
+    /// `connections_closed` for HTTP/2 abuse `a`.
+    pub fn closed_h2(&self, a: Abuse) -> &IntCounter {
+        &self.closed_h2[a as usize]
     }
 
     /// The text exposition of every metric.

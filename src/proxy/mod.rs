@@ -277,6 +277,9 @@ impl Sekisho {
                 .max_requests_per_connection
                 .saturating_sub(1),
         );
+        // an HTTP/2 connection with no stream open is closed like an idle HTTP/1 one (Pingora
+        // keeps it forever otherwise)
+        options.h2_idle_timeout = Some(state.snapshot.load().config.connections.idle_timeout);
         Self {
             state,
             options,
@@ -471,6 +474,20 @@ impl HttpServerApp for Sekisho {
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
         Some(&self.options)
+    }
+
+    /// Pingora's bounded defaults (64 KiB header lists), with the configured stream cap.
+    fn h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {
+        let mut o = pingora::protocols::http::v2::server::default_h2_options();
+        let streams = self
+            .state
+            .snapshot
+            .load()
+            .config
+            .connections
+            .http2_max_concurrent_streams;
+        o.max_concurrent_streams(streams);
+        Some(o)
     }
 
     async fn http_cleanup(&self) {

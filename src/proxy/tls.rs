@@ -20,12 +20,21 @@ use pingora::apps::ServerApp;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::tls::server::handshake_with_callback;
-use pingora::protocols::{GetSocketDigest, Peek, Stream};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, IO,
+};
 use pingora::server::ShutdownWatch;
 use pingora::tls::ssl::{NameType, SslAcceptor};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{accept, Sekisho, State};
 use crate::config::TlsListener;
+use crate::conn::frames::{Abuse, Budgets, FrameMeter};
 use crate::conn::Open;
 use crate::iplist::ip_key;
 
@@ -111,6 +120,140 @@ impl TlsAccept for Handshake {
     }
 }
 
+/// A TLS stream that speaks HTTP/2, its client's frames counted as they are read
+/// ([`FrameMeter`]): over budget, the read fails, which ends the connection, and the reason is
+/// left in `abuse` for the front to count.
+#[derive(Debug)]
+struct Metered<S> {
+    inner: S,
+    born: std::time::Instant,
+    /// Shared with the front, which reads the verdict once the connection is over.
+    meter: Arc<Mutex<Meter>>,
+}
+
+/// The frame meter of a connection and its verdict.
+#[derive(Debug)]
+struct Meter {
+    frames: FrameMeter,
+    abuse: Option<Abuse>,
+}
+
+/// Resets that the h2 crate's own burst counter (20 streams reset before they were accepted)
+/// may have ended the connection over first: taken for Rapid Reset when most streams were reset.
+const H2_CRATE_RESETS: u64 = 20;
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let now = u64::try_from(this.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let mut m = this.meter.lock();
+        if let Some(a) = m.abuse {
+            return Poll::Ready(Err(std::io::Error::other(a.as_str())));
+        }
+        if let Err(a) = m.frames.feed(&buf.filled()[before..], now) {
+            m.abuse = Some(a);
+            return Poll::Ready(Err(std::io::Error::other(a.as_str())));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl<S: IO> Shutdown for Metered<S> {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl<S: IO> UniqueID for Metered<S> {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl<S: IO> Ssl for Metered<S> {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl<S: IO> GetTimingDigest for Metered<S> {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> std::time::Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> std::time::Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl<S: IO> GetProxyDigest for Metered<S> {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl<S: IO> GetSocketDigest for Metered<S> {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl<S: IO> Peek for Metered<S> {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
 /// TLS record header: content type, version, length.
 const RECORD_HEADER: usize = 5;
 /// The largest TLS plaintext record (RFC 8446 §5.1) with its header.
@@ -174,7 +317,35 @@ impl ServerApp for TlsFront {
                     .tls_handshakes
                     .with_label_values(&["ok", version])
                     .inc();
-                self.app.process_new(Box::new(tls_stream), shutdown).await
+                if tls_stream.ssl().selected_alpn_protocol() != Some(b"h2") {
+                    return self.app.process_new(Box::new(tls_stream), shutdown).await;
+                }
+                // HTTP/2: Pingora serves the whole connection in this call
+                let meter = Arc::new(Mutex::new(Meter {
+                    frames: FrameMeter::new(Budgets::default(), 0),
+                    abuse: None,
+                }));
+                let metered = Metered {
+                    inner: tls_stream,
+                    born: std::time::Instant::now(),
+                    meter: meter.clone(),
+                };
+                let reuse = self.app.process_new(Box::new(metered), shutdown).await;
+                let cut = {
+                    let m = meter.lock();
+                    let (streams, resets) = m.frames.counts();
+                    // a burst the h2 crate ended itself (GOAWAY) before the budget ran out
+                    m.abuse
+                        .or((resets >= H2_CRATE_RESETS && resets * 2 > streams)
+                            .then_some(Abuse::RapidReset))
+                };
+                if let Some(a) = cut {
+                    metrics.closed_h2(a).inc();
+                    let snap = self.state.snapshot.load();
+                    accept::report_cut(&self.state, &snap, ip, a.field());
+                    tracing::debug!(%ip, reason = a.as_str(), "HTTP/2 connection cut");
+                }
+                reuse
             }
             Ok(Err(e)) => {
                 metrics
