@@ -2,7 +2,7 @@
 //!
 //! `GET /anything` answers `200 ok`; `/status/NNN` (and `/status/NNN/anything`) answers status NNN; a request body is echoed
 //! back. Every response carries `x-origin: sekisho-demo`, and `x-origin-host` / `x-origin-xff` /
-//! `x-origin-request-id` echo what the origin saw, so tests can check what the proxy forwarded. Requests are counted.
+//! `x-origin-proto` / `x-origin-request-id` echo what the origin saw, so tests can check what the proxy forwarded. Requests are counted.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ async fn connection(mut stream: TcpStream, hits: Arc<AtomicU64>) -> std::io::Res
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
         // Read until a whole request head is buffered.
-        let (head_len, method, path, host, xff, request_id, content_length, close) = loop {
+        let (head_len, method, path, host, xff, proto, request_id, content_length, close) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(&buf) {
@@ -53,6 +53,7 @@ async fn connection(mut stream: TcpStream, hits: Arc<AtomicU64>) -> std::io::Res
                         req.path.unwrap_or("/").to_string(),
                         find("host").unwrap_or_default(),
                         find("x-forwarded-for").unwrap_or_default(),
+                        find("x-forwarded-proto").unwrap_or_default(),
                         find("x-request-id").unwrap_or_default(),
                         content_length,
                         close,
@@ -96,7 +97,7 @@ async fn connection(mut stream: TcpStream, hits: Arc<AtomicU64>) -> std::io::Res
         };
         let head_only = method == "HEAD";
         let mut out = format!(
-            "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nx-origin: sekisho-demo\r\nx-origin-host: {}\r\nx-origin-xff: {}\r\nx-origin-request-id: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\ncontent-type: text/plain\r\nx-origin: sekisho-demo\r\nx-origin-host: {}\r\nx-origin-xff: {}\r\nx-origin-proto: {}\r\nx-origin-request-id: {}\r\n{}\r\n",
             http::StatusCode::from_u16(status)
                 .ok()
                 .and_then(|s| s.canonical_reason())
@@ -104,6 +105,7 @@ async fn connection(mut stream: TcpStream, hits: Arc<AtomicU64>) -> std::io::Res
             reply.len(),
             sanitize(&host),
             sanitize(&xff),
+            sanitize(&proto),
             sanitize(&request_id),
             if close { "connection: close\r\n" } else { "" },
         )

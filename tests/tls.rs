@@ -128,7 +128,7 @@ struct Edge {
     tls: SocketAddr,
     admin: SocketAddr,
     ca: Ca,
-    _origin: Origin,
+    origin: Origin,
 }
 
 fn config(tls_port: u16, admin_port: u16, origin: &Origin, extra: &str) -> String {
@@ -160,7 +160,7 @@ fn edge_with(extra: &str) -> Edge {
                 tls,
                 admin,
                 ca,
-                _origin: origin,
+                origin: origin,
             };
         }
     }
@@ -559,4 +559,53 @@ fn http2_floods_are_cut_while_a_well_behaved_client_is_served() {
     assert_eq!(well_behaved(), "2 200");
     // the well-behaved client was never cut
     assert_eq!(metric(e.admin, &closed("h2_settings_flood")), 0.0);
+}
+
+#[test]
+fn http2_streams_meet_the_rules_as_http1_requests_do() {
+    let e = edge_with(
+        "  - name: per-ip\n    match: { path_prefix: /ip }\n    limit: { rate: 1/h, burst: 2, key: ip }\n    response: { status: 429 }\n  - name: per-path\n    match: { path_prefix: /pp }\n    limit: { rate: 1/h, burst: 1, key: ip_path }\n    response: { status: 429 }\n",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, e.ca.pem()).expect("ca file");
+    // several URLs in one curl: streams of one HTTP/2 connection
+    let curl = |paths: &[&str], show_headers: bool| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "--max-time", "10", "--http2", "--cacert"])
+            .arg(&ca_file)
+            .arg("--resolve")
+            .arg(format!("a.test:{}:127.0.0.1", e.tls.port()));
+        if show_headers {
+            cmd.arg("-D").arg("-").arg("-o").arg("/dev/null");
+        } else {
+            cmd.args(["-w", "%{http_version} %{http_code}\n"]);
+        }
+        for p in paths {
+            if !show_headers {
+                cmd.args(["-o", "/dev/null"]);
+            }
+            cmd.arg(format!("https://a.test:{}{p}", e.tls.port()));
+        }
+        let out = cmd.output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let hits = e.origin.hits();
+    let got = curl(
+        &[
+            "/ip/1", "/ip/2", "/ip/3", "/pp/a", "/pp/a", "/pp/b", "/denied",
+        ],
+        false,
+    );
+    assert_eq!(
+        got.lines().collect::<Vec<_>>(),
+        ["2 200", "2 200", "2 429", "2 200", "2 429", "2 200", "2 403"]
+    );
+    // the origin saw the four that passed, and nothing of the refused ones
+    assert_eq!(e.origin.hits() - hits, 4);
+    // Host from :authority, X-Forwarded-Proto https, the client as X-Forwarded-For
+    let head = curl(&["/hello"], true).to_ascii_lowercase();
+    assert!(head.contains("x-origin-host: a.test"), "{head}");
+    assert!(head.contains("x-origin-proto: https"), "{head}");
+    assert!(head.contains("x-origin-xff: 127.0.0.1"), "{head}");
 }

@@ -170,7 +170,7 @@ async fn exchange(f: &Fixture, wire: &[u8], peer: IpAddr) -> Outcome {
         return Outcome::Refused(400);
     };
     if f.forwarding
-        .apply(&mut up, &head.headers, &client, country)
+        .apply(&mut up, &head.headers, &client, country, false)
         .is_err()
     {
         return Outcome::Refused(400);

@@ -221,6 +221,9 @@ pub fn upstream_request(
 fn upstream_head(down: &RequestHeader, has_body: bool) -> Result<Box<RequestHeader>> {
     let mut req = Box::new(down.clone());
     req.set_version(Version::HTTP_11);
+    if down.version == Version::HTTP_2 {
+        from_h2(&mut req, down)?;
+    }
     // One look at the names; most requests carry none of these and are passed on as they are.
     let mut to_strip = false;
     let mut sized = false;
@@ -270,6 +273,24 @@ fn upstream_head(down: &RequestHeader, has_body: bool) -> Result<Box<RequestHead
         req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
     }
     Ok(req)
+}
+
+/// An HTTP/2 request as HTTP/1.1 (RFC 9113 §8.3.1, §8.2.3): `Host` from `:authority` (which
+/// wins over a `Host` field), and the `Cookie` fields HTTP/2 may split joined into one.
+fn from_h2(req: &mut RequestHeader, down: &RequestHeader) -> Result<()> {
+    if let Some(a) = down.uri.authority() {
+        req.insert_header(header::HOST, a.as_str())?;
+    }
+    let mut cookies = down.headers.get_all(header::COOKIE).iter();
+    if let (Some(first), Some(_)) = (cookies.next(), cookies.next()) {
+        let mut joined = first.as_bytes().to_vec();
+        for c in down.headers.get_all(header::COOKIE).iter().skip(1) {
+            joined.extend_from_slice(b"; ");
+            joined.extend_from_slice(c.as_bytes());
+        }
+        req.insert_header(header::COOKIE, joined)?;
+    }
+    Ok(())
 }
 
 /// A WebSocket opening handshake (RFC 6455 4.1): HTTP/1.1 GET, `Upgrade: websocket` and a
@@ -445,6 +466,7 @@ impl Sekisho {
                     &session.req_header().headers,
                     &ctx.client,
                     ctx.country,
+                    session.digest().is_some_and(|d| d.ssl_digest.is_some()),
                 )
                 .map_err(|e| Failure::Answer(500, e))?;
             // A reused connection may have been closed by upstream a moment ago: a request whose
@@ -741,6 +763,22 @@ mod tests {
         let up = upstream_head(&h2c, false).expect("request");
         assert!(!up.headers.contains_key("upgrade"));
         assert!(!up.headers.contains_key("connection"));
+    }
+
+    #[test]
+    fn an_http2_request_gets_host_from_its_authority_and_one_cookie_field() {
+        let mut h2 = RequestHeader::build("GET", b"/x?y=1", None).expect("head");
+        h2.set_uri("https://a.test:8443/x?y=1".parse().expect("uri"));
+        h2.set_version(Version::HTTP_2);
+        h2.append_header("cookie", "a=1").expect("cookie");
+        h2.append_header("cookie", "b=2").expect("cookie");
+        h2.append_header("host", "other.test").expect("host");
+        let up = upstream_head(&h2, false).expect("request");
+        assert_eq!(up.version, Version::HTTP_11);
+        assert_eq!(field(&up, "host"), Some(&b"a.test:8443"[..]));
+        assert_eq!(up.headers.get_all("host").iter().count(), 1);
+        assert_eq!(field(&up, "cookie"), Some(&b"a=1; b=2"[..]));
+        assert_eq!(up.raw_path(), b"/x?y=1");
     }
 
     #[test]

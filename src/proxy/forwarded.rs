@@ -25,7 +25,6 @@ const PROTO: &str = "X-Forwarded-Proto";
 const FORWARDED: &str = "Forwarded";
 
 /// The scheme sekisho's own listeners speak (no TLS yet).
-const OWN_PROTO: &str = "http";
 
 /// How one snapshot forwards the client: `upstream_options.forwarded_headers`, `forwarded` and
 /// `country_header`, with the names to drop from untrusted peers, resolved once at load.
@@ -79,7 +78,7 @@ impl Forwarding {
     /// With `forwarded_headers` (the default):
     /// - From an untrusted peer, whatever it sent as `X-Forwarded-For`, `X-Real-IP`,
     ///   `X-Forwarded-Proto`, `Forwarded`, `client_ip.header` or `geo.header` is removed. Then
-    ///   `X-Forwarded-For: <peer>`, `X-Real-IP: <peer>`, `X-Forwarded-Proto: http`.
+    ///   `X-Forwarded-For: <peer>`, `X-Real-IP: <peer>`, `X-Forwarded-Proto: http` (`https` over TLS).
     /// - From a trusted peer, `X-Forwarded-For` is the chain as the trusted proxies reported it
     ///   from the resolved client rightwards (entries left of the client, which no trusted hop
     ///   vouches for, are dropped; ports are dropped), then the peer: `client, proxy..., peer`.
@@ -98,9 +97,10 @@ impl Forwarding {
         down: &HeaderMap,
         client: &Client,
         country: Country,
+        tls: bool,
     ) -> Result<()> {
         if self.headers {
-            self.write_forwarded(req, down, client)?;
+            self.write_forwarded(req, down, client, if tls { "https" } else { "http" })?;
         }
         if let Some((written, _)) = &self.country {
             let code = if country == Country::UNKNOWN {
@@ -119,6 +119,7 @@ impl Forwarding {
         req: &mut RequestHeader,
         down: &HeaderMap,
         client: &Client,
+        own_proto: &'static str,
     ) -> Result<()> {
         let bad_value = |_| Error::explain(ErrorType::InternalError, "forwarding header value");
         let real_ip = ip_value(client.ip)?;
@@ -132,12 +133,12 @@ impl Forwarding {
             // the peer is the client: one value for both
             req.insert_header(XFF, real_ip.clone())?;
             req.insert_header(REAL_IP, real_ip)?;
-            req.insert_header(PROTO, HeaderValue::from_static(OWN_PROTO))?;
+            req.insert_header(PROTO, HeaderValue::from_static(own_proto))?;
             if self.forwarded {
                 let mut f = String::with_capacity(48);
                 for_element(&mut f, client.ip);
                 f.push_str(";proto=");
-                f.push_str(OWN_PROTO);
+                f.push_str(own_proto);
                 req.insert_header(FORWARDED, HeaderValue::try_from(f).map_err(bad_value)?)?;
             }
             return Ok(());
@@ -154,7 +155,7 @@ impl Forwarding {
                 .map(<[u8]>::trim_ascii)
                 .filter(|p| is_scheme(p))
                 .and_then(|p| std::str::from_utf8(p).ok())
-                .unwrap_or(OWN_PROTO);
+                .unwrap_or(own_proto);
             let mut f = String::with_capacity(chain.len() * 2 + 16);
             let mut first = true;
             let mut element = |ip: IpAddr| {
@@ -175,7 +176,7 @@ impl Forwarding {
         req.insert_header(XFF, HeaderValue::try_from(chain).map_err(bad_value)?)?;
         req.insert_header(REAL_IP, real_ip)?;
         if !down.contains_key(PROTO) {
-            req.insert_header(PROTO, HeaderValue::from_static(OWN_PROTO))?;
+            req.insert_header(PROTO, HeaderValue::from_static(own_proto))?;
         }
         Ok(())
     }
@@ -255,7 +256,7 @@ mod tests {
         }
         let client = resolve(peer.parse().expect("ip"), &down.headers, &policy());
         let mut up = Box::new(down.clone());
-        plan.apply(&mut up, &down.headers, &client, country)
+        plan.apply(&mut up, &down.headers, &client, country, false)
             .expect("apply");
         let mut out: Vec<_> = up
             .headers

@@ -900,8 +900,11 @@ fn protocol_of(v: http::Version) -> &'static str {
 }
 
 fn request_host(req: &pingora::http::RequestHeader) -> &str {
-    pingora::http::authority::raw_target_authority(req.raw_path())
-        .authority()
+    // HTTP/2: `:authority` (RFC 9113 §8.3.1), which the URI carries
+    let h2 = (req.version == http::Version::HTTP_2)
+        .then(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
+        .flatten();
+    h2.or_else(|| pingora::http::authority::raw_target_authority(req.raw_path()).authority())
         .or_else(|| req.headers.get(http::header::HOST).map(|h| h.as_bytes()))
         .and_then(|h| std::str::from_utf8(h).ok())
         .map(host_only)
