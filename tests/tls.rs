@@ -160,7 +160,7 @@ fn edge_with(extra: &str) -> Edge {
                 tls,
                 admin,
                 ca,
-                origin: origin,
+                origin,
             };
         }
     }

@@ -24,7 +24,6 @@ const REAL_IP: &str = "X-Real-IP";
 const PROTO: &str = "X-Forwarded-Proto";
 const FORWARDED: &str = "Forwarded";
 
-
 /// How one snapshot forwards the client: `upstream_options.forwarded_headers`, `forwarded` and
 /// `country_header`, with the names to drop from untrusted peers, resolved once at load.
 #[derive(Debug)]
