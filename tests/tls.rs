@@ -609,3 +609,130 @@ fn http2_streams_meet_the_rules_as_http1_requests_do() {
     assert!(head.contains("x-origin-proto: https"), "{head}");
     assert!(head.contains("x-origin-xff: 127.0.0.1"), "{head}");
 }
+
+/// An HTTPS origin with a certificate for `origin.test` from `ca`, answering `200 ok` on
+/// kept-alive connections; counts the TLS connections it accepted and the requests.
+struct TlsOrigin {
+    addr: SocketAddr,
+    conns: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+}
+
+fn tls_origin(ca: &Ca, dir: &Path) -> TlsOrigin {
+    use openssl::ssl::{SslAcceptor, SslFiletype};
+    ca.issue(dir, "origin", &["origin.test"], 50, (2020, 2040));
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+    b.set_certificate_chain_file(dir.join("origin.pem"))
+        .expect("cert");
+    b.set_private_key_file(dir.join("origin.key"), SslFiletype::PEM)
+        .expect("key");
+    let acceptor = Arc::new(b.build());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (conns, requests) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (c, r) = (conns.clone(), requests.clone());
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let (acceptor, c, r) = (acceptor.clone(), c.clone(), r.clone());
+            std::thread::spawn(move || {
+                let Ok(mut s) = acceptor.accept(tcp) else {
+                    return;
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+                let mut buf = Vec::new();
+                loop {
+                    // one request: its head, then Content-Length bytes of body
+                    let (head, length) = loop {
+                        let mut fields = [httparse::EMPTY_HEADER; 64];
+                        let mut req = httparse::Request::new(&mut fields);
+                        if let Ok(httparse::Status::Complete(n)) = req.parse(&buf) {
+                            let length = req
+                                .headers
+                                .iter()
+                                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                                .unwrap_or(0usize);
+                            break (n, length);
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    while buf.len() < head + length {
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head + length);
+                    r.fetch_add(1, Ordering::SeqCst);
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    TlsOrigin {
+        addr,
+        conns,
+        requests,
+    }
+}
+
+#[test]
+fn an_https_origin_is_verified_and_pooled_and_a_wrong_ca_is_a_clear_502() {
+    let ca = Ca::new();
+    let files = tempfile::tempdir().expect("tempdir");
+    let origin = tls_origin(&ca, files.path());
+    let body = format!(
+        "upstreams: [\"{}\"]\nupstream_options: {{ tls: {{ enabled: true, sni: origin.test, ca: ca.pem }} }}\n",
+        origin.addr
+    );
+    let ca_pem = ca.pem();
+    let proxy = support::Proxy::start_with(&body, |dir| {
+        std::fs::write(dir.join("ca.pem"), &ca_pem).expect("ca");
+    });
+    let mut c = support::Conn::open(None, proxy.addr()).expect("connect");
+    for i in 0..6 {
+        let r = if i % 2 == 0 {
+            c.get("/x").expect("get")
+        } else {
+            // a request that cannot be sent twice: the pooled connection is checked first
+            c.request("POST", "/form", &[], b"a=1").expect("post")
+        };
+        assert_eq!(r.status, 200, "request {i}");
+    }
+    assert_eq!(origin.requests.load(Ordering::SeqCst), 6);
+    // one TLS connection to the origin served all six: pooled, TLS 1.3 session tickets and all
+    assert_eq!(origin.conns.load(Ordering::SeqCst), 1);
+
+    // the same origin behind a CA that did not issue its certificate
+    let other = Ca::new();
+    let (port, admin) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let text = support::config_text(port, admin, &body);
+    let other_pem = other.pem();
+    let mut run = Run::start_with(&text, Some("warn"), |dir| {
+        std::fs::write(dir.join("ca.pem"), &other_pem).expect("ca");
+    });
+    let at = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(run.wait_listening(&[at], Duration::from_secs(30)));
+    let r = support::get_from(None, at, "/x");
+    assert_eq!(r.status, 502);
+    assert_eq!(
+        origin.requests.load(Ordering::SeqCst),
+        6,
+        "nothing reached the origin"
+    );
+    run.signal("TERM");
+    let (_, said) = run.wait_exit(Duration::from_secs(20));
+    assert!(
+        said.contains("connect failed; peer skipped") && said.contains("certificate verify failed"),
+        "{said}"
+    );
+}

@@ -71,7 +71,7 @@ pub use geo::GeoSettings;
 pub use lists::{ListFile, ListSource, ListSources};
 pub use reload::ReloadSettings;
 pub use rules::DEFAULT_MAX_TRACKED_KEYS;
-pub use upstreams::{Upstream, UpstreamOptions};
+pub use upstreams::{Upstream, UpstreamOptions, UpstreamTls};
 
 /// A validated config.
 #[derive(Debug)]

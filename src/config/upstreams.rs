@@ -43,6 +43,48 @@ pub struct UpstreamOptions {
     /// `country_header` (default none): the header the resolved country is sent in, as
     /// written (its case is kept on the wire) and as a name.
     pub country_header: Option<(String, HeaderName)>,
+    /// `tls` (default off): HTTPS to the upstreams.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `upstream_options.tls`, validated, its connector built.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// The name sent as SNI and checked against the origin's certificate.
+    pub sni: Option<String>,
+    /// Whether the origin's certificate is verified (default true).
+    pub verify: bool,
+    /// The CA file the certificate is verified against instead of the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+    pub connector: std::sync::Arc<pingora::tls::ssl::SslConnector>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, o: &Self) -> bool {
+        (&self.sni, self.verify, &self.ca) == (&o.sni, o.verify, &o.ca)
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+/// `upstream_options.tls` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub enabled: Option<S<bool>>,
+    pub sni: Option<S<String>>,
+    pub verify: Option<S<bool>>,
+    pub ca: Option<S<String>>,
 }
 
 /// Names `country_header` may not take: sekisho writes or frames them itself.
@@ -69,6 +111,7 @@ pub struct RawUpstreamOptions {
     pub forwarded_headers: Option<S<bool>>,
     pub forwarded: Option<S<bool>>,
     pub country_header: Option<S<String>>,
+    pub tls: Option<S<RawUpstreamTls>>,
 }
 
 /// `upstream_options:` as `sekisho config` prints it.
@@ -83,6 +126,18 @@ pub(super) struct EffectiveUpstreamOptions {
     forwarded_headers: bool,
     forwarded: bool,
     country_header: Maybe<String>,
+    tls: EffectiveUpstreamTls,
+}
+
+#[derive(Serialize)]
+struct EffectiveUpstreamTls {
+    enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sni: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca: Option<String>,
 }
 
 /// `upstreams:` as written, each with the address it resolved to as a comment, and
@@ -102,6 +157,14 @@ pub(super) fn effective(c: &Config) -> (Vec<Commented<String>>, EffectiveUpstrea
         forwarded_headers: o.forwarded_headers,
         forwarded: o.forwarded,
         country_header: maybe(o.country_header.as_ref().map(|(w, _)| w.clone()), "none"),
+        tls: EffectiveUpstreamTls {
+            enabled: o.tls.is_some(),
+            sni: o.tls.as_ref().and_then(|t| t.sni.clone()),
+            verify: o.tls.as_ref().map(|t| t.verify),
+            ca: (o.tls.as_ref())
+                .and_then(|t| t.ca.as_ref())
+                .map(|p| p.display().to_string()),
+        },
     };
     (upstreams, options)
 }
@@ -181,7 +244,11 @@ impl Validator<'_> {
                 .is_none_or(|f| f.value),
             forwarded: false,
             country_header: None,
+            tls: None,
         };
+        if let Some(t) = uo.and_then(|o| o.tls.as_ref()) {
+            upstream_options.tls = self.upstream_tls(t);
+        }
         if let Some(f) = uo.and_then(|o| o.forwarded.as_ref()) {
             if f.value && !upstream_options.forwarded_headers {
                 self.err(
@@ -197,6 +264,62 @@ impl Validator<'_> {
             upstream_options.country_header = self.country_header(h, raw);
         }
         (upstreams, upstream_options)
+    }
+
+    /// `upstream_options.tls`: `None` unless `enabled`; verification needs the name to check.
+    fn upstream_tls(&mut self, t: &S<RawUpstreamTls>) -> Option<UpstreamTls> {
+        const FIELD: &str = "upstream_options.tls";
+        let raw = &t.value;
+        if !raw.enabled.as_ref().is_some_and(|e| e.value) {
+            return None;
+        }
+        let verify = raw.verify.as_ref().is_none_or(|v| v.value);
+        let sni = raw
+            .sni
+            .as_ref()
+            .map(|s| s.value.trim().to_ascii_lowercase());
+        if let (Some(s), Some(at)) = (&sni, &raw.sni) {
+            if http::uri::Authority::try_from(s.as_str()).is_err()
+                || s.is_empty()
+                || s.contains(':')
+            {
+                self.err(
+                    at,
+                    format!("{FIELD}.sni"),
+                    format!("{:?} is not a host name", at.value),
+                );
+            }
+        }
+        if verify && sni.is_none() {
+            self.err(
+                t,
+                format!("{FIELD}.sni"),
+                "give the name the origin's certificate is for (it is sent as SNI and checked), or verify: false",
+            );
+        }
+        let ca = raw.ca.as_ref().map(|c| (c, self.dir.join(c.value.trim())));
+        if let Some((_, path)) = &ca {
+            if let Ok(bytes) = std::fs::read(path) {
+                self.loaded_hashes
+                    .push((path.clone(), super::cache::content_hash(&bytes)));
+            }
+            self.list_files.push(path.clone());
+        }
+        match crate::tls::upstream::connector(ca.as_ref().map(|(_, p)| p.as_path()), verify) {
+            Ok(c) => Some(UpstreamTls {
+                sni,
+                verify,
+                ca: ca.map(|(_, p)| p),
+                connector: std::sync::Arc::new(c),
+            }),
+            Err(e) => {
+                match &ca {
+                    Some((at, _)) => self.err(*at, format!("{FIELD}.ca"), e),
+                    None => self.err(t, FIELD, e),
+                }
+                None
+            }
+        }
     }
 
     /// `upstream_options.country_header`: a header name sekisho does not write otherwise, with a

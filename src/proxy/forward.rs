@@ -29,6 +29,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 
 use super::{Ctx, Sekisho};
+use crate::config::UpstreamTls;
 use crate::conn::body::{BodyLimits, Cut};
 use crate::limiter::{nanos, Clock, Nanos};
 
@@ -84,8 +85,8 @@ impl IdleConns {
                 (list.pop(), stale)
             };
             drop(stale); // closed outside the lock
-            let stream = stream?.0;
-            if !probe || still_open(&stream) {
+            let mut stream = stream?.0;
+            if !probe || still_open(&mut stream) {
                 return Some(stream);
             }
         }
@@ -149,15 +150,65 @@ fn drain_stale(
 /// Whether an idle connection is still usable: a peek at its socket would wait. One that has
 /// reached end-of-file, failed, or holds bytes nobody asked for is not. This asks the kernel
 /// (one `recv(MSG_PEEK | MSG_DONTWAIT)`), not the runtime's readiness cache, which may not have
-/// seen the upstream's FIN yet.
-fn still_open(stream: &Stream) -> bool {
+/// seen the upstream's FIN yet. Over TLS, bytes may be waiting that are no answer: TLS 1.3
+/// session tickets, sent after the handshake. They are read through TLS, which takes them, and
+/// the connection is usable when no application byte came with them.
+fn still_open(stream: &mut Stream) -> bool {
     let mut byte = [0u8; 1];
     let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
-    matches!(recv(stream.id(), &mut byte, flags), Err(Errno::EAGAIN))
+    match recv(stream.id(), &mut byte, flags) {
+        Err(Errno::EAGAIN) => true,
+        Ok(n) if n > 0 && stream.get_ssl().is_some() => {
+            use tokio::io::AsyncRead;
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let mut buf = tokio::io::ReadBuf::new(&mut byte);
+            matches!(
+                std::pin::Pin::new(stream).poll_read(&mut cx, &mut buf),
+                std::task::Poll::Pending
+            )
+        }
+        _ => false,
+    }
+}
+
+/// A new connection to `addr` within `timeout`: TCP with Nagle off, then TLS when `tls`.
+async fn connect(addr: SocketAddr, timeout: Duration, tls: Option<&UpstreamTls>) -> Result<Stream> {
+    let started = std::time::Instant::now();
+    let tcp = connect_tcp(addr, timeout).await?;
+    let Some(tls) = tls else {
+        return Ok(tcp);
+    };
+    let Ok(l4) = tcp
+        .into_any()
+        .downcast::<pingora::protocols::l4::stream::Stream>()
+    else {
+        return Error::e_explain(ErrorType::ConnectError, "not a TCP stream");
+    };
+    let mut cfg = tls
+        .connector
+        .configure()
+        .or_err(ErrorType::TLSHandshakeFailure, "preparing TLS to upstream")?;
+    cfg.set_verify_hostname(tls.verify);
+    cfg.set_use_server_name_indication(tls.sni.is_some());
+    let domain = tls.sni.as_deref().unwrap_or("");
+    let left = timeout.saturating_sub(started.elapsed());
+    match tokio::time::timeout(
+        left,
+        pingora::protocols::tls::client::handshake(cfg, domain, *l4, None),
+    )
+    .await
+    {
+        Ok(Ok(s)) => Ok(Box::new(s)),
+        Ok(Err(e)) => Err(e.more_context(format!("TLS to {addr}"))),
+        Err(_) => Error::e_explain(
+            ErrorType::ConnectTimedout,
+            format!("TLS to {addr}: no handshake within {timeout:?}"),
+        ),
+    }
 }
 
 /// A new TCP connection to `addr` within `timeout`, with Nagle off.
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Stream> {
+async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<Stream> {
     let tcp = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => {
@@ -444,10 +495,10 @@ impl Sekisho {
             let reused = idle.is_some();
             let stream = match idle {
                 Some(s) => s,
-                None => match connect(addr, o.connect_timeout).await {
+                None => match connect(addr, o.connect_timeout, o.tls.as_ref()).await {
                     Ok(s) => s,
                     Err(e) => {
-                        pool.mark_down(idx, now);
+                        pool.mark_down(idx, now, &e);
                         if tries < pool.len() {
                             continue;
                         }
@@ -811,9 +862,15 @@ mod tests {
         });
         let pool = IdleConns::new(2, 1);
         let secs = 1_000_000_000;
-        let a = connect(addr, Duration::from_secs(1)).await.expect("a");
-        let b = connect(addr, Duration::from_secs(1)).await.expect("b");
-        let c = connect(addr, Duration::from_secs(1)).await.expect("c");
+        let a = connect(addr, Duration::from_secs(1), None)
+            .await
+            .expect("a");
+        let b = connect(addr, Duration::from_secs(1), None)
+            .await
+            .expect("b");
+        let c = connect(addr, Duration::from_secs(1), None)
+            .await
+            .expect("c");
         let held = accept.await.expect("accepted");
         pool.put(addr, a, 0);
         pool.put(addr, b, secs);
@@ -828,16 +885,20 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let e = connect(addr, Duration::from_secs(1)).await.expect("e");
+        let mut e = connect(addr, Duration::from_secs(1), None)
+            .await
+            .expect("e");
         let (peer_side, _) = listener.accept().await.expect("accept");
-        assert!(still_open(&e));
+        assert!(still_open(&mut e));
         drop(peer_side);
         tokio::time::sleep(Duration::from_millis(50)).await;
         pool.put(addr, e, 7 * secs);
         assert_eq!(pool.len(), 1);
         assert!(pool.take(addr, 7 * secs, 5 * secs, true).is_none());
         assert!(pool.is_empty());
-        let f = connect(addr, Duration::from_secs(1)).await.expect("f");
+        let f = connect(addr, Duration::from_secs(1), None)
+            .await
+            .expect("f");
         pool.put(addr, f, 7 * secs);
         assert_eq!(
             pool.sweep(8 * secs, 5 * secs),

@@ -59,7 +59,7 @@ impl UpstreamPool {
     /// Records a failed connect to peer `idx`. Returns whether the peer was up until now: only
     /// that change is logged, so an origin that stays down writes a line every `down_for`, not one per
     /// request.
-    pub fn mark_down(&self, idx: usize, now: Nanos) -> bool {
+    pub fn mark_down(&self, idx: usize, now: Nanos, why: &dyn std::fmt::Display) -> bool {
         let Some((addr, until)) = self.peers.get(idx) else {
             return false;
         };
@@ -68,6 +68,7 @@ impl UpstreamPool {
             tracing::warn!(
                 upstream = %addr,
                 skipped_for_s = self.down_for / 1_000_000_000,
+                error = %why,
                 "connect failed; peer skipped for a while"
             );
         }
@@ -116,8 +117,14 @@ mod tests {
         let p = pool(3);
         let picks: Vec<usize> = (0..3).map(|_| p.pick(p.start(), 0, 0).unwrap()).collect();
         assert_eq!(picks, vec![0, 1, 2]);
-        assert!(p.mark_down(1, 0), "the first failure is a change");
-        assert!(!p.mark_down(1, 1), "a failure while down is not");
+        assert!(
+            p.mark_down(1, 0, &"refused"),
+            "the first failure is a change"
+        );
+        assert!(
+            !p.mark_down(1, 1, &"refused"),
+            "a failure while down is not"
+        );
         let picks: Vec<usize> = (0..4).map(|_| p.pick(p.start(), 0, 1).unwrap()).collect();
         assert!(!picks.contains(&1));
         // after down_for the peer is back
@@ -128,8 +135,8 @@ mod tests {
     #[test]
     fn all_down_still_tries() {
         let p = pool(2);
-        p.mark_down(0, 0);
-        p.mark_down(1, 0);
+        p.mark_down(0, 0, &"refused");
+        p.mark_down(1, 0, &"refused");
         // retries walk over both peers, never the same one twice in a row
         assert_eq!(p.pick(7, 0, 1), Some(1));
         assert_eq!(p.pick(7, 1, 1), Some(0));

@@ -9,5 +9,6 @@
 pub mod acceptor;
 pub mod certs;
 pub mod ja4;
+pub mod upstream;
 
 pub use certs::{load, pick, CertError, Certified};
