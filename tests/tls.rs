@@ -736,3 +736,91 @@ fn an_https_origin_is_verified_and_pooled_and_a_wrong_ca_is_a_clear_502() {
         "{said}"
     );
 }
+
+#[test]
+fn a_silent_http2_client_is_cut_and_a_reset_stream_cancels_its_upstream_request() {
+    // an origin that takes requests and never answers; it notes when sekisho closes on it
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hanging_addr = hanging.local_addr().expect("addr");
+    let closed_on_it = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let (seen, took) = (closed_on_it.clone(), accepted.clone());
+    std::thread::spawn(move || {
+        for mut tcp in hanging.incoming().flatten() {
+            took.fetch_add(1, Ordering::SeqCst);
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                // read until sekisho closes the connection
+                while matches!(tcp.read(&mut buf), Ok(n) if n > 0) {}
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let origin = Origin::start();
+    let ca = Ca::new();
+    let (tls_port, admin_port) = (free_port("127.0.0.1"), free_port("127.0.0.1"));
+    let text = config(
+        tls_port,
+        admin_port,
+        &origin,
+        "connections: { header_timeout: 1s }\nupstream_options: { read_timeout: 60s }\n",
+    )
+    .replace(
+        &origin.upstreams(),
+        &format!("upstreams: [\"{hanging_addr}\"]\n"),
+    );
+    let mut run = Run::start_with(&text, Some("warn"), |dir| {
+        ca.issue(dir, "a", &["a.test"], 1, (2020, 2040));
+        ca.issue(dir, "b", &["b.test"], 2, (2020, 2040));
+    });
+    let tls = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    assert!(run.wait_listening(&[tls, admin], Duration::from_secs(30)));
+    let e = Edge {
+        run,
+        tls,
+        admin,
+        ca,
+        origin,
+    };
+
+    // TLS and ALPN h2, then not a byte of HTTP/2: cut at header_timeout
+    let c = connector(&e.ca, b"\x02h2");
+    let mut silent = handshake(&c, e.tls, "a.test").expect("h2 handshake");
+    // (its SETTINGS come first; then the close, well before the 10 s read guard)
+    let mut buf = [0u8; 512];
+    let started = Instant::now();
+    while matches!(silent.stream.read(&mut buf), Ok(n) if n > 0) {}
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "not cut; the guard ended it"
+    );
+    wait_metric(
+        e.admin,
+        "sekisho_connections_closed_total{reason=\"header_timeout\"}",
+        1.0,
+    );
+
+    // a request the origin sits on, then RST_STREAM: sekisho closes its upstream connection
+    let mut s = h2_client(&e);
+    s.write_all(&h2_frame(1, 0x4 | 0x1, 1, GET_ROOT))
+        .expect("headers");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // wait until the request is upstream (the origin holds its connection)
+    while accepted.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the request never went upstream");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100)); // (its head written)
+    assert_eq!(closed_on_it.load(Ordering::SeqCst), 0);
+    s.write_all(&h2_frame(3, 0, 1, &8u32.to_be_bytes()))
+        .expect("reset");
+    while closed_on_it.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream request outlived the stream's reset"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

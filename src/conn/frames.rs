@@ -164,6 +164,8 @@ pub struct FrameMeter {
     payload: u32,
     /// CONTINUATION frames in the header block now open; `None` when none is open.
     block: Option<u32>,
+    /// Frames read.
+    frames: u64,
     streams: u64,
     resets: u64,
     reset_bucket: Bucket,
@@ -182,6 +184,7 @@ impl FrameMeter {
             have: 0,
             payload: 0,
             block: None,
+            frames: 0,
             streams: 0,
             resets: 0,
             reset_bucket: Bucket::full(budgets.resets, now),
@@ -189,6 +192,11 @@ impl FrameMeter {
             settings_bucket: Bucket::full(budgets.settings, now),
             empty_bucket: Bucket::full(budgets.empty_data, now),
         }
+    }
+
+    /// Whether the client has sent its preface and a first frame (its SETTINGS).
+    pub fn started(&self) -> bool {
+        self.frames > 0
     }
 
     /// Streams the client opened, and streams it reset, so far.
@@ -228,6 +236,7 @@ impl FrameMeter {
 
     fn frame(&mut self, kind: u8, flags: u8, len: u32, now: u64) -> Result<(), Abuse> {
         let b = self.budgets;
+        self.frames += 1;
         match kind {
             HEADERS => {
                 self.streams += 1;
@@ -312,6 +321,10 @@ mod tests {
             m.feed(std::slice::from_ref(b), i as u64 * MS).unwrap();
         }
         assert_eq!(m.counts(), (300, 30));
+        assert!(m.started());
+        let mut fresh = FrameMeter::new(Budgets::default(), 0);
+        fresh.feed(&PREFACE[..10], 0).unwrap();
+        assert!(!fresh.started());
     }
 
     #[test]

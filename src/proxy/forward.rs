@@ -651,9 +651,19 @@ async fn read_final_header(
     up: &mut UpstreamSession,
 ) -> Result<(), Failure> {
     loop {
-        up.read_response()
-            .await
-            .map_err(|e| Failure::Answer(status_for(&e), e))?;
+        // an HTTP/2 stream the client resets while upstream works on it: the upstream
+        // connection is dropped (closed), so the origin stops too
+        let read = match session.watch_h2_stream_close() {
+            None => up.read_response().await,
+            Some(closed) => tokio::select! {
+                r = up.read_response() => r,
+                _ = closed => {
+                    let e = Error::explain(ErrorType::H2Error, "the client reset its HTTP/2 stream: upstream request cancelled");
+                    return Err(Failure::Broken(e));
+                }
+            },
+        };
+        read.map_err(|e| Failure::Answer(status_for(&e), e))?;
         let Some(h) = up.resp_header() else {
             let e = Error::explain(ErrorType::InvalidHTTPHeader, "no response header");
             return Err(Failure::Answer(502, e));

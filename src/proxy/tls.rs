@@ -330,7 +330,27 @@ impl ServerApp for TlsFront {
                     born: std::time::Instant::now(),
                     meter: meter.clone(),
                 };
-                let reuse = self.app.process_new(Box::new(metered), shutdown).await;
+                // the HTTP/2 preface and SETTINGS within connections.header_timeout, as a
+                // request head would be (Pingora's h2 handshake waits forever)
+                let within = self.state.snapshot.load().config.connections.header_timeout;
+                let started = {
+                    let meter = meter.clone();
+                    async move {
+                        tokio::time::sleep(within).await;
+                        if meter.lock().frames.started() {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                };
+                let reuse = tokio::select! {
+                    r = self.app.process_new(Box::new(metered), shutdown) => r,
+                    () = started => {
+                        metrics.closed_header_timeout.inc();
+                        let snap = self.state.snapshot.load();
+                        accept::report_cut(&self.state, &snap, ip, "connections.header_timeout");
+                        return None;
+                    }
+                };
                 let cut = {
                     let m = meter.lock();
                     let (streams, resets) = m.frames.counts();
