@@ -142,15 +142,28 @@ fn hash12(text: &str, empty: bool) -> String {
         return "000000000000".into();
     }
     let digest = openssl::sha::sha256(text.as_bytes());
-    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(12);
+    for b in &digest[..6] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// `0a0a,1301,...`: one allocation, not one a value.
 fn hex_list(values: &[u16]) -> String {
-    values
-        .iter()
-        .map(|v| format!("{v:04x}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut out = String::with_capacity(values.len() * 5);
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for shift in [12, 8, 4, 0] {
+            out.push(char::from(HEX[usize::from((v >> shift) & 0xf)]));
+        }
+    }
+    out
 }
 
 fn version_code(v: u16) -> &'static str {
