@@ -551,6 +551,28 @@ fn http2_floods_are_cut_while_a_well_behaved_client_is_served() {
     });
     wait_metric(e.admin, &closed("h2_ping_flood"), 1.0);
     assert_eq!(well_behaved(), "2 200");
+    // a connection over budget is told so: GOAWAY, then the close (60 PINGs, over the 50
+    // allowed at once, and no more, so that sekisho reads all it was sent before it closes)
+    let mut s = h2_client(&e);
+    let pings: Vec<u8> = (0..60).flat_map(|_| h2_frame(6, 0, 0, &[0; 8])).collect();
+    s.write_all(&pings).expect("pings");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let mut kinds = Vec::new();
+    let mut at = 0;
+    while at + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[at], got[at + 1], got[at + 2]]) as usize;
+        kinds.push(got[at + 3]);
+        at += 9 + len;
+    }
+    assert!(kinds.contains(&7), "no GOAWAY among the frames {kinds:?}");
+    wait_metric(e.admin, &closed("h2_ping_flood"), 2.0);
     // a CONTINUATION flood: a header block that never ends
     let mut s = h2_client(&e);
     s.write_all(&h2_frame(1, 0, 1, GET_ROOT)).expect("headers");

@@ -74,6 +74,15 @@ impl Abuse {
     }
 }
 
+/// Where a connection went over budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    pub abuse: Abuse,
+    /// The offset in the bytes just fed where the offending frame's header starts; `None`
+    /// when it started in earlier bytes.
+    pub at: Option<usize>,
+}
+
 /// A burst, then `per_second`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -205,23 +214,31 @@ impl FrameMeter {
     }
 
     /// Reads `bytes`, the next the client sent, at `now`.
-    pub fn feed(&mut self, mut bytes: &[u8], now: u64) -> Result<(), Abuse> {
+    pub fn feed(&mut self, bytes: &[u8], now: u64) -> Result<(), Abuse> {
+        self.feed_cut(bytes, now).map_err(|c| c.abuse)
+    }
+
+    /// [`feed`](Self::feed), telling where in `bytes` the frame over budget starts (when its
+    /// header starts in `bytes`): what comes before it is whole frames, safe to pass on.
+    pub fn feed_cut(&mut self, bytes: &[u8], now: u64) -> Result<(), Cut> {
+        let mut at = 0;
         if self.preface > 0 {
             let n = self.preface.min(bytes.len());
             self.preface -= n;
-            bytes = &bytes[n..];
+            at = n;
         }
-        while !bytes.is_empty() {
+        while at < bytes.len() {
             if self.payload > 0 {
-                let n = (self.payload as usize).min(bytes.len());
+                let n = (self.payload as usize).min(bytes.len() - at);
                 self.payload -= n as u32;
-                bytes = &bytes[n..];
+                at += n;
                 continue;
             }
-            let n = (HEADER - self.have).min(bytes.len());
-            self.head[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            let starts = (self.have == 0).then_some(at);
+            let n = (HEADER - self.have).min(bytes.len() - at);
+            self.head[self.have..self.have + n].copy_from_slice(&bytes[at..at + n]);
             self.have += n;
-            bytes = &bytes[n..];
+            at += n;
             if self.have < HEADER {
                 break;
             }
@@ -229,7 +246,8 @@ impl FrameMeter {
             let h = self.head;
             let len = u32::from_be_bytes([0, h[0], h[1], h[2]]);
             self.payload = len;
-            self.frame(h[3], h[4], len, now)?;
+            self.frame(h[3], h[4], len, now)
+                .map_err(|abuse| Cut { abuse, at: starts })?;
         }
         Ok(())
     }
@@ -392,6 +410,34 @@ mod tests {
                 m.feed(&frame(DATA, 0, 1, b"x"), MS).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn a_cut_names_where_the_offending_frame_starts() {
+        let mut m = meter();
+        let mut wire = Vec::new();
+        for _ in 0..50 {
+            wire.extend(frame(PING, 0, 0, &[0; 8]));
+        }
+        let before = wire.len();
+        wire.extend(frame(PING, 0, 0, &[0; 8]));
+        wire.extend(frame(PING, 0, 0, &[0; 8]));
+        let cut = m.feed_cut(&wire, 0).unwrap_err();
+        assert_eq!(
+            cut,
+            Cut {
+                abuse: Abuse::PingFlood,
+                at: Some(before)
+            }
+        );
+        // a header split over two reads: where it started is not in the second
+        let mut m = meter();
+        for _ in 0..50 {
+            m.feed(&frame(PING, 0, 0, &[0; 8]), 0).unwrap();
+        }
+        let f = frame(PING, 0, 0, &[0; 8]);
+        m.feed_cut(&f[..4], 0).unwrap();
+        assert_eq!(m.feed_cut(&f[4..], 0).unwrap_err().at, None);
     }
 
     #[test]

@@ -121,15 +121,25 @@ impl TlsAccept for Handshake {
 }
 
 /// A TLS stream that speaks HTTP/2, its client's frames counted as they are read
-/// ([`FrameMeter`]): over budget, the read fails, which ends the connection, and the reason is
-/// left in `abuse` for the front to count.
+/// ([`FrameMeter`]). Over budget, the frames before the offending one are passed on, and in
+/// its place the h2 crate is handed [`REFUSED_FRAME`], a frame it must refuse: it answers with
+/// a GOAWAY and closes the connection, as for its own limits. Reads end there. (When the
+/// offending frame's header began in an earlier read, part of it is with the crate already, and
+/// the read fails instead: the connection closes without a GOAWAY.) The reason is left in the
+/// shared [`Meter`] for the front to count.
 #[derive(Debug)]
 struct Metered<S> {
     inner: S,
     born: std::time::Instant,
     /// Shared with the front, which reads the verdict once the connection is over.
     meter: Arc<Mutex<Meter>>,
+    /// What is left to hand over of [`REFUSED_FRAME`]; reads end after it.
+    refusing: Option<&'static [u8]>,
 }
+
+/// A PING on stream 1: a connection error (PROTOCOL_ERROR, RFC 9113 §6.7) that makes the h2
+/// crate send GOAWAY and close.
+const REFUSED_FRAME: &[u8] = &[0, 0, 8, 6, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /// The frame meter of a connection and its verdict.
 #[derive(Debug)]
@@ -149,6 +159,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if let Some(rest) = this.refusing {
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.refusing = Some(&rest[n..]);
+            // an empty read after it: end of stream
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         let now = u64::try_from(this.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -156,9 +173,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         if let Some(a) = m.abuse {
             return Poll::Ready(Err(std::io::Error::other(a.as_str())));
         }
-        if let Err(a) = m.frames.feed(&buf.filled()[before..], now) {
-            m.abuse = Some(a);
-            return Poll::Ready(Err(std::io::Error::other(a.as_str())));
+        if let Err(cut) = m.frames.feed_cut(&buf.filled()[before..], now) {
+            m.abuse = Some(cut.abuse);
+            let Some(at) = cut.at else {
+                return Poll::Ready(Err(std::io::Error::other(cut.abuse.as_str())));
+            };
+            // the whole frames before it, then the frame the crate refuses
+            buf.set_filled(before + at);
+            let n = REFUSED_FRAME.len().min(buf.remaining());
+            buf.put_slice(&REFUSED_FRAME[..n]);
+            this.refusing = Some(&REFUSED_FRAME[n..]);
         }
         Poll::Ready(Ok(()))
     }
@@ -329,6 +353,7 @@ impl ServerApp for TlsFront {
                     inner: tls_stream,
                     born: std::time::Instant::now(),
                     meter: meter.clone(),
+                    refusing: None,
                 };
                 // the HTTP/2 preface and SETTINGS within connections.header_timeout, as a
                 // request head would be (Pingora's h2 handshake waits forever)
