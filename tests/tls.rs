@@ -329,6 +329,8 @@ fn certificates_replaced_while_handshakes_run_and_bad_ones_kept_out() {
     let dir = e.run.dir.path().to_path_buf();
     let c = connector(&e.ca, b"\x08http/1.1");
     assert_eq!(handshake(&c, e.tls, "a.test").expect("a").serial, 1);
+    // a connection made before the replacement, used after it
+    let mut before_swap = handshake(&c, e.tls, "a.test").expect("a");
 
     // a loop of handshakes runs through the replacement
     let stop = Arc::new(AtomicBool::new(false));
@@ -368,6 +370,9 @@ fn certificates_replaced_while_handshakes_run_and_bad_ones_kept_out() {
         0,
         "handshakes failed during the replacement"
     );
+    // the established connection keeps its certificate and goes on serving
+    assert_eq!(before_swap.serial, 1);
+    assert_eq!(get(&mut before_swap.stream, "/after"), 200);
 
     // a key that is not the certificate's: the reload fails, naming the file; serial 11 stays
     let gen = generation(e.admin);
