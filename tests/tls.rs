@@ -167,6 +167,51 @@ fn edge_with(extra: &str) -> Edge {
     panic!("sekisho did not start with a TLS listener");
 }
 
+/// curl over HTTP/2 to the edge's TLS listener as `a.test`, trusting the test CA.
+struct Curl {
+    ca_file: std::path::PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Curl {
+    fn new(e: &Edge) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, e.ca.pem()).expect("ca file");
+        Self {
+            ca_file,
+            port: e.tls.port(),
+            _dir: dir,
+        }
+    }
+
+    /// curl with its options for the edge, then `args`.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "--max-time", "10", "--http2", "--cacert"])
+            .arg(&self.ca_file)
+            .arg("--resolve")
+            .arg(format!("a.test:{}:127.0.0.1", self.port))
+            .args(args);
+        cmd
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://a.test:{}{path}", self.port)
+    }
+
+    /// One GET: "HTTP-version status", e.g. "2 200".
+    fn get(&self, path: &str) -> String {
+        let out = self
+            .command(&["-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+            .arg(self.url(path))
+            .output()
+            .expect("curl (scripts/setup.sh installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 fn admin_get(admin: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(admin).expect("admin");
     write!(
@@ -236,22 +281,8 @@ fn certificates_by_sni_both_protocols_and_no_old_versions() {
         handshake(&c2, e.tls, "a.test").expect("h2").alpn.as_deref(),
         Some(&b"h2"[..])
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, e.ca.pem()).expect("ca file");
-    let curl = |path: &str| {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "--max-time", "10", "--http2"])
-            .args(["-w", "%{http_version} %{http_code}"])
-            .arg("--cacert")
-            .arg(&ca_file)
-            .arg("--resolve")
-            .arg(format!("a.test:{}:127.0.0.1", e.tls.port()))
-            .arg(format!("https://a.test:{}{path}", e.tls.port()))
-            .output()
-            .expect("curl (scripts/setup.sh installs it)");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let curl = Curl::new(&e);
+    let curl = |path: &str| curl.get(path);
     assert_eq!(curl("/hello"), "2 200");
     assert_eq!(curl("/denied/y"), "2 403");
 
@@ -516,22 +547,8 @@ fn flood(
 #[test]
 fn http2_floods_are_cut_while_a_well_behaved_client_is_served() {
     let e = edge();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, e.ca.pem()).expect("ca file");
-    let well_behaved = || {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "--max-time", "10", "--http2"])
-            .args(["-w", "%{http_version} %{http_code}"])
-            .arg("--cacert")
-            .arg(&ca_file)
-            .arg("--resolve")
-            .arg(format!("a.test:{}:127.0.0.1", e.tls.port()))
-            .arg(format!("https://a.test:{}/hello", e.tls.port()))
-            .output()
-            .expect("curl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let curl = Curl::new(&e);
+    let well_behaved = || curl.get("/hello");
     let closed = |reason: &str| format!("sekisho_connections_closed_total{{reason=\"{reason}\"}}");
     let open_and_cancel = |id: u32| {
         let mut f = h2_frame(1, 0x4, id, GET_ROOT); // HEADERS, END_HEADERS
@@ -593,26 +610,19 @@ fn http2_streams_meet_the_rules_as_http1_requests_do() {
     let e = edge_with(
         "  - name: per-ip\n    match: { path_prefix: /ip }\n    limit: { rate: 1/h, burst: 2, key: ip }\n    response: { status: 429 }\n  - name: per-path\n    match: { path_prefix: /pp }\n    limit: { rate: 1/h, burst: 1, key: ip_path }\n    response: { status: 429 }\n",
     );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, e.ca.pem()).expect("ca file");
     // several URLs in one curl: streams of one HTTP/2 connection
+    let client = Curl::new(&e);
     let curl = |paths: &[&str], show_headers: bool| {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-s", "--max-time", "10", "--http2", "--cacert"])
-            .arg(&ca_file)
-            .arg("--resolve")
-            .arg(format!("a.test:{}:127.0.0.1", e.tls.port()));
-        if show_headers {
-            cmd.arg("-D").arg("-").arg("-o").arg("/dev/null");
+        let mut cmd = if show_headers {
+            client.command(&["-D", "-", "-o", "/dev/null"])
         } else {
-            cmd.args(["-w", "%{http_version} %{http_code}\n"]);
-        }
+            client.command(&["-w", "%{http_version} %{http_code}\n"])
+        };
         for p in paths {
             if !show_headers {
                 cmd.args(["-o", "/dev/null"]);
             }
-            cmd.arg(format!("https://a.test:{}{p}", e.tls.port()));
+            cmd.arg(client.url(p));
         }
         let out = cmd.output().expect("curl");
         String::from_utf8_lossy(&out.stdout).into_owned()
