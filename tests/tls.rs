@@ -212,16 +212,9 @@ impl Curl {
     }
 }
 
+/// The body of `GET path` on the admin listener.
 fn admin_get(admin: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(admin).expect("admin");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read");
-    text
+    support::get_from(None, admin, path).text()
 }
 
 fn metric(admin: SocketAddr, series: &str) -> f64 {
@@ -242,9 +235,7 @@ fn wait_metric(admin: SocketAddr, series: &str, at_least: f64) {
 }
 
 fn generation(admin: SocketAddr) -> u64 {
-    let text = admin_get(admin, "/admin/status");
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    serde_json::from_str::<serde_json::Value>(body)
+    serde_json::from_str::<serde_json::Value>(&admin_get(admin, "/admin/status"))
         .ok()
         .and_then(|v| v["generation"].as_u64())
         .unwrap_or(0)
@@ -422,14 +413,18 @@ fn certificates_replaced_while_handshakes_run_and_bad_ones_kept_out() {
     assert_eq!(handshake(&c, e.tls, "b.test").expect("b").serial, 2);
     // `check` says the same as the reload
     let cfg = dir.join("sekisho.yaml");
-    let out = Command::new(env!("CARGO_BIN_EXE_sekisho"))
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .expect("check");
-    let said =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success());
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_sekisho"))
+            .args(["check", "-c"])
+            .arg(&cfg)
+            .output()
+            .expect("check");
+        let said = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        (out.status.success(), said)
+    };
+    let (ok, said) = check();
+    assert!(!ok);
     assert!(
         said.contains("listen[0].tls.certificates[1]")
             && said.contains("b.key: this private key does not belong to the certificate in"),
@@ -437,13 +432,8 @@ fn certificates_replaced_while_handshakes_run_and_bad_ones_kept_out() {
     );
     // an expired certificate likewise
     e.ca.issue(&dir, "b", &["b.test"], 13, (2001, 2002));
-    let out = Command::new(env!("CARGO_BIN_EXE_sekisho"))
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .expect("check");
-    let said =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let (ok, said) = check();
+    assert!(!ok);
     assert!(said.contains("b.pem: the certificate expired"), "{said}");
     e.run.signal("TERM");
     let (_, said) = e.run.wait_exit(Duration::from_secs(20));
@@ -468,8 +458,7 @@ fn the_tls_fingerprint_keys_a_limit_across_addresses_and_matches_a_rule() {
     assert_eq!(got, [200, 200, 429]);
     // the fingerprint, as the operator finds it
     let top = admin_get(e.admin, "/admin/top?by=ja4&window=1m");
-    let body = top.split("\r\n\r\n").nth(1).unwrap_or("");
-    let v: serde_json::Value = serde_json::from_str(body).expect("top json");
+    let v: serde_json::Value = serde_json::from_str(&top).expect("top json");
     let fp = v["top"][0]["key"]
         .as_str()
         .expect("a fingerprint")

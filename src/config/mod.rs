@@ -135,6 +135,15 @@ pub struct Config {
     pub warnings: Vec<ConfigWarning>,
 }
 
+impl Config {
+    /// The TLS settings of the listener on `addr`; `None` for a plaintext one or an address
+    /// this config does not list.
+    pub fn tls_of(&self, addr: SocketAddr) -> Option<std::sync::Arc<TlsListener>> {
+        let i = self.listen.iter().position(|a| *a == addr)?;
+        self.tls.get(i).cloned().flatten()
+    }
+}
+
 /// `S<T>`: a value with the position it was written at.
 pub type S<T> = Spanned<T>;
 

@@ -76,12 +76,8 @@ impl TlsFront {
 
     /// The certificates as loaded now.
     fn current(&self) -> Arc<TlsListener> {
-        let snap = self.state.snapshot.load();
-        let c = &snap.config;
-        c.listen
-            .iter()
-            .position(|a| *a == self.addr)
-            .and_then(|i| c.tls.get(i).cloned().flatten())
+        (self.state.snapshot.load().config)
+            .tls_of(self.addr)
             .unwrap_or_else(|| self.at_start.clone())
     }
 }

@@ -123,11 +123,7 @@ pub fn build(
     server.bootstrap();
     let stop = Stop::new();
     let gate = Arc::new(AcceptGate::new(state.clone()));
-    let tls_of = |addr: std::net::SocketAddr| {
-        let c = &state.snapshot.load().config;
-        let i = c.listen.iter().position(|a| *a == addr)?;
-        c.tls.get(i).cloned().flatten()
-    };
+    let tls_of = |addr| state.snapshot.load().config.tls_of(addr);
     let (plain, secure): (Vec<Bound>, Vec<Bound>) =
         sockets.into_iter().partition(|b| tls_of(b.addr).is_none());
     if !plain.is_empty() {
