@@ -126,3 +126,42 @@ fn an_upgrade_under_load_drops_no_request_refuses_no_connection_and_keeps_the_ba
     let bans = get_from(None, proxy.admin_addr(), "/admin/bans");
     assert!(bans.text().contains("127.0.0.5/32"), "{}", bans.text());
 }
+
+/// A connection the old process accepted just before the hand-over, whose request had not come
+/// yet, is still answered (`Connection: close`) by the old process: it does not exit, nor close
+/// the connection, while a request it accepted the connection for is on its way.
+#[test]
+fn a_connection_accepted_before_the_upgrade_gets_its_answer_from_the_old_process() {
+    let origin = Origin::start();
+    let mut proxy = Proxy::start(&format!("{}grace_period: 20s\n", origin.upstreams()));
+    let mut early = Conn::open(None, proxy.addr()).expect("connect");
+    // the old process accepts it (the next request on a new connection is answered after it)
+    assert_eq!(get_from(None, proxy.addr(), "/").status, 200);
+    let mut old = proxy.upgrade();
+    // the new process serves: the sockets were handed over and the old one is stopping
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "the new process never answered");
+        let pid = get_from(None, proxy.admin_addr(), "/admin/status");
+        if pid.status == 200 && pid.text().contains(&format!("\"pid\": {},", proxy.pid())) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        old.try_wait().expect("try_wait").is_none(),
+        "the old process exited with a connection it accepted unanswered"
+    );
+    let r = early
+        .get("/")
+        .expect("an answer on the connection accepted before the upgrade");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("connection"),
+        Some("close"),
+        "the old process lets it go after"
+    );
+    let exit = wait_child(&mut old, Duration::from_secs(60)).expect("the old process exited");
+    assert!(exit.success(), "old process: {exit:?}");
+}

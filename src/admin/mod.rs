@@ -131,6 +131,8 @@ impl Admin {
         let wall = unix_now();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
+            // which process answers, during a binary upgrade
+            "pid": std::process::id(),
             "started_unix": s.started_unix,
             "uptime_s": wall.saturating_sub(s.started_unix),
             "listeners": listeners,

@@ -165,8 +165,9 @@ pub struct State {
     pub in_flight: InFlight,
 }
 
-/// How many requests are between their head being read and their answer being finished. One
-/// shared counter, touched twice a request; a graceful stop polls it.
+/// How many requests are between their head being read (on a new connection: its accept) and
+/// their answer being finished. One shared counter, touched twice a request; a graceful stop
+/// polls it.
 #[derive(Debug, Default)]
 pub struct InFlight(std::sync::atomic::AtomicUsize);
 
@@ -372,6 +373,18 @@ impl HttpServerApp for Sekisho {
                 None => std::future::pending().await,
             }
         };
+        // the stop lets go of kept-alive connections waiting for a next request; a new
+        // connection was accepted for a request, which is read (within header_timeout) and
+        // answered with `Connection: close`, or its client would see it closed unanswered
+        // a new connection is in flight from its accept: a graceful stop waits for its request
+        let accepted = (!kept_alive).then(|| self.state.in_flight.enter());
+        let stop = async {
+            if kept_alive {
+                self.stop.notified().await
+            } else {
+                std::future::pending().await
+            }
+        };
         let read = tokio::select! {
             biased; // a request already buffered is served before the stop is noticed
             // Pingora's fast timer (a shared wheel, 10 ms ticks): cheaper than a tokio timer
@@ -384,7 +397,7 @@ impl HttpServerApp for Sekisho {
                     return None;
                 }
             },
-            _ = self.stop.notified() => return None,
+            _ = stop => return None,
             _ = shed => return None,
         };
         drop(idle);
@@ -410,7 +423,7 @@ impl HttpServerApp for Sekisho {
             }
         }
         // until the answer is finished (or the connection dropped): a graceful stop waits
-        let _in_flight = self.state.in_flight.enter();
+        let _in_flight = accepted.unwrap_or_else(|| self.state.in_flight.enter());
         if self.stopping.load(Ordering::Acquire) {
             session.set_keepalive(None);
         }
