@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod origin;
 pub mod proxy;
 pub mod reload;
+pub mod replay;
 pub mod server;
 pub mod tls;

@@ -1,4 +1,5 @@
-//! The `sekisho` command: `run`, `check`, `config`, `bans`, `attack`, `demo-origin`.
+//! The `sekisho` command: `run`, `check`, `config`, `bans`, `attack`, `replay`, `explain`,
+//! `suggest`, `demo-origin`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -83,6 +84,15 @@ enum Command {
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
     },
+    /// Judge the requests of access logs with a candidate config (-c), as the proxy would
+    /// have: what it would refuse or count, by rule, the bans autoban would issue, and the
+    /// requests the origin answered 2xx/3xx that it would refuse.
+    Replay(sekisho::replay::run::ReplayArgs),
+    /// Show how one request is judged: each list and rule, matched or the condition that
+    /// failed, the limit key and the decision (with --admin: the live state of its keys).
+    Explain(sekisho::replay::explain::ExplainArgs),
+    /// Suggest a rate and burst for each limit rule (and for paths no rule covers) from a log.
+    Suggest(sekisho::replay::suggest::SuggestArgs),
     /// Run a tiny demo origin (answers "ok", echoes bodies, /status/NNN) for trying sekisho out.
     DemoOrigin {
         /// Address to listen on.
@@ -321,6 +331,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Replay(args) => sekisho::replay::run::main(&config_path(), &args),
+        Command::Explain(args) => sekisho::replay::explain::main(&config_path(), &args),
+        Command::Suggest(args) => sekisho::replay::suggest::main(&config_path(), &args),
         Command::DemoOrigin { listen } => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
