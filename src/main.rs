@@ -93,6 +93,26 @@ enum Command {
     Explain(sekisho::replay::explain::ExplainArgs),
     /// Suggest a rate and burst for each limit rule (and for paths no rule covers) from a log.
     Suggest(sekisho::replay::suggest::SuggestArgs),
+    /// Write synthetic traffic (browsers, a prober, a flood, a scraper) as an access log, for
+    /// trying `replay` and `suggest` out.
+    SynthLog {
+        /// nginx, nginx-main, apache, alb, cloudfront, aws-waf, caddy, sekisho (decision log) or
+        /// sekisho-access.
+        #[arg(long, default_value = "nginx")]
+        format: String,
+        /// Seconds of traffic.
+        #[arg(long, default_value_t = 600)]
+        seconds: u32,
+        /// How many browsers.
+        #[arg(long, default_value_t = 200)]
+        browsers: u32,
+        /// The flood's requests a second (it runs in the middle third).
+        #[arg(long, default_value_t = 200)]
+        flood_rate: u32,
+        /// The random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Run a tiny demo origin (answers "ok", echoes bodies, /status/NNN) for trying sekisho out.
     DemoOrigin {
         /// Address to listen on.
@@ -334,6 +354,13 @@ fn main() -> ExitCode {
         Command::Replay(args) => sekisho::replay::run::main(&config_path(), &args),
         Command::Explain(args) => sekisho::replay::explain::main(&config_path(), &args),
         Command::Suggest(args) => sekisho::replay::suggest::main(&config_path(), &args),
+        Command::SynthLog {
+            format,
+            seconds,
+            browsers,
+            flood_rate,
+            seed,
+        } => synth_log(&format, seconds, browsers, flood_rate, seed),
         Command::DemoOrigin { listen } => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -357,6 +384,43 @@ fn main() -> ExitCode {
                 sekisho::origin::serve(listener, Arc::new(AtomicU64::new(0))).await;
                 ExitCode::SUCCESS
             })
+        }
+    }
+}
+
+/// `sekisho synth-log`: the traffic on stdout.
+fn synth_log(format: &str, seconds: u32, browsers: u32, flood_rate: u32, seed: u64) -> ExitCode {
+    use sekisho::replay::synth::{generate_each, Plan, Writer};
+    use std::io::Write;
+    let plan = Plan {
+        seconds,
+        browsers,
+        flood_rate,
+        seed,
+        ..Plan::default()
+    };
+    let mut writer = match Writer::new(format) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("sekisho synth-log: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut result = writer.header(&mut out);
+    generate_each(&plan, |r| {
+        if result.is_ok() {
+            result = writer.line(r, &mut out);
+        }
+    });
+    match result.and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        // a closed pipe (`| head`) is the reader's choice
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sekisho synth-log: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -18,4 +18,6 @@ pub mod html;
 pub mod input;
 pub mod report;
 pub mod run;
+pub mod stats;
 pub mod suggest;
+pub mod synth;

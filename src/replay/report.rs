@@ -96,6 +96,8 @@ pub struct RuleCounts {
     pub refused: u64,
     /// Requests it would have refused, in `count` mode.
     pub counted: u64,
+    /// Requests it let through without limits (the allow list only).
+    pub allowed: u64,
 }
 
 /// One entry of a top list.
@@ -214,4 +216,218 @@ pub struct DiffExample {
     pub before: String,
     /// What decides under the candidate (empty when it passes).
     pub after: String,
+}
+
+/// The terminal's width in columns (`COLUMNS`, else the terminal's, else 100), at least 60.
+pub fn width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .or_else(|| {
+            console::Term::stdout()
+                .size_checked()
+                .map(|(_, w)| usize::from(w))
+        })
+        .unwrap_or(100)
+        .max(60)
+}
+
+/// `s` cut to `w` characters (an ellipsis marks the cut).
+fn fit(s: &str, w: usize) -> String {
+    if s.chars().count() <= w {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(w.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// A table: a header and rows, the first column as wide as the width leaves.
+fn table(out: &mut String, width: usize, head: &[&str], rows: &[Vec<String>]) {
+    use std::fmt::Write;
+    let numbers = head.len() - 1;
+    let mut widths: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate().skip(1) {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let rest: usize = widths[1..].iter().map(|w| w + 2).sum();
+    let longest = rows
+        .iter()
+        .map(|r| r[0].chars().count())
+        .chain([widths[0]])
+        .max()
+        .unwrap_or(0);
+    widths[0] = longest.min(width.saturating_sub(rest + 2).max(12));
+    let line = |out: &mut String, cells: &[String]| {
+        let _ = write!(out, "  {:<w$}", fit(&cells[0], widths[0]), w = widths[0]);
+        for i in 1..=numbers {
+            let _ = write!(out, "  {:>w$}", cells[i], w = widths[i]);
+        }
+        out.push('\n');
+    };
+    line(out, &head.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+    for r in rows {
+        line(out, r);
+    }
+}
+
+/// The terminal summary of `r`, its tables sized to `width` columns.
+pub fn summary(r: &Report, width: usize) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let pct = |n: u64| {
+        if r.requests == 0 {
+            "0.0%".to_owned()
+        } else {
+            format!("{:.1}%", n as f64 * 100.0 / r.requests as f64)
+        }
+    };
+    let _ = writeln!(
+        o,
+        "{} lines read, {} unreadable, {} requests judged ({} with no client address), {} later than the {} s reorder window",
+        r.lines, r.unparsed, r.requests, r.unjudged, r.late, r.reorder_window_s
+    );
+    if let (Some(a), Some(b)) = (&r.first, &r.last) {
+        let _ = writeln!(
+            o,
+            "from {a} to {b}{}",
+            if r.under_attack {
+                ", under-attack profile on"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = writeln!(
+        o,
+        "would refuse {} ({}), would count {} ({}), pass {}",
+        r.refused,
+        pct(r.refused),
+        r.counted,
+        pct(r.counted),
+        r.passed
+    );
+    let rows: Vec<Vec<String>> = r
+        .rule_order
+        .iter()
+        .filter_map(|n| r.by_rule.get(n).map(|c| (n, c)))
+        .filter(|(_, c)| c.refused + c.counted + c.allowed > 0)
+        .map(|(n, c)| {
+            vec![
+                n.clone(),
+                c.refused.to_string(),
+                c.counted.to_string(),
+                c.allowed.to_string(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        o.push_str("\nby rule\n");
+        table(
+            &mut o,
+            width,
+            &["rule", "refused", "counted", "allowed"],
+            &rows,
+        );
+    }
+    for (title, list) in [
+        ("top refused clients", &r.top_clients),
+        ("top refused paths", &r.top_paths),
+        ("top refused user agents", &r.top_user_agents),
+        ("top refused countries", &r.top_countries),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let _ = writeln!(o, "\n{title}");
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .take(10)
+            .map(|t| vec![t.key.clone(), t.refused.to_string(), t.requests.to_string()])
+            .collect();
+        table(&mut o, width, &["", "refused", "requests"], &rows);
+    }
+    if !r.bans.is_empty() {
+        let _ = writeln!(o, "\nbans autoban would issue: {}", r.bans.len());
+        let rows: Vec<Vec<String>> = r
+            .bans
+            .iter()
+            .take(10)
+            .map(|b| {
+                vec![
+                    b.client.clone(),
+                    b.policy.clone(),
+                    b.at.clone(),
+                    format!("{} s", b.seconds),
+                ]
+            })
+            .collect();
+        table(&mut o, width, &["client", "policy", "at", "for"], &rows);
+    }
+    let fp = &r.false_positive_candidates;
+    let _ = writeln!(
+        o,
+        "\nfalse-positive candidates (the origin answered 2xx/3xx, the candidate refuses): {} requests from {} clients",
+        fp.total, fp.clients
+    );
+    if fp.total > 0 {
+        let rows: Vec<Vec<String>> = fp
+            .by_rule
+            .iter()
+            .map(|(k, v)| vec![k.clone(), v.to_string()])
+            .collect();
+        table(&mut o, width, &["rule", "requests"], &rows);
+        for e in fp.examples.iter().take(5) {
+            let _ = writeln!(
+                o,
+                "  {}:{} {} {} {} {} -> {} ({})",
+                e.file,
+                e.line,
+                e.time,
+                e.client,
+                e.method,
+                fit(&e.target, 60),
+                e.status,
+                e.rule
+            );
+        }
+    }
+    if let Some(d) = &r.diff {
+        let _ = writeln!(
+            o,
+            "\nagainst {}: {} newly refused, {} newly passed, {} refused by another rule",
+            r.against.as_deref().unwrap_or("?"),
+            d.newly_refused,
+            d.newly_passed,
+            d.refused_by_another_rule
+        );
+        let rows: Vec<Vec<String>> = d
+            .by_rule
+            .iter()
+            .map(|(k, c)| {
+                vec![
+                    k.clone(),
+                    c.newly_refused.to_string(),
+                    c.newly_passed.to_string(),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            table(
+                &mut o,
+                width,
+                &["rule", "newly refused", "newly passed"],
+                &rows,
+            );
+        }
+    }
+    if r.unparsed > 0 {
+        let _ = writeln!(o, "\nunreadable lines: {}", r.unparsed);
+        for u in r.unparsed_examples.iter().take(5) {
+            let _ = writeln!(o, "  {}:{}: {}", u.file, u.line, u.reason);
+        }
+    }
+    o
 }
