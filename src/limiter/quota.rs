@@ -89,6 +89,16 @@ impl Quota {
         self.tolerance
     }
 
+    /// Tokens a period (the `N` of `N/unit`).
+    pub fn count(&self) -> NonZeroU32 {
+        self.count
+    }
+
+    /// The period's length in seconds (the `unit` of `N/unit`).
+    pub fn period_secs(&self) -> u32 {
+        self.period_secs
+    }
+
     /// The bucket size.
     pub fn burst(&self) -> NonZeroU32 {
         self.burst

@@ -402,12 +402,7 @@ impl Judge {
             config.client_ip.ipv6_prefix,
             Clocks { mono: 0, unix: 0 },
         );
-        let wants_headers = !config.client_ip.trusted_proxies.is_empty()
-            || config.geo.header.is_some()
-            || config.policy.rules.iter().any(|r| {
-                matches!(&r.kind, crate::engine::RuleKind::Limit(l)
-                    if matches!(l.key, crate::engine::KeyKind::Header(_)))
-            });
+        let wants_headers = wants_headers(&config);
         Self {
             limiter: Limiter::new(config.max_tracked_keys),
             defense,
@@ -436,49 +431,19 @@ impl Judge {
             }
             self.next_sweep = r.time.saturating_add(10 * SEC);
         }
-        let cfg = &self.config;
-        let policy = &cfg.policy;
-        let mut headers = HeaderMap::new();
-        if self.wants_headers {
-            let mut put = |name: http::HeaderName, v: &str| {
-                if let Ok(v) = HeaderValue::from_str(v) {
-                    headers.append(name, v);
-                }
-            };
-            if !r.forwarded_for().is_empty() {
-                put(cfg.client_ip.header.clone(), r.forwarded_for());
-            }
-            if !r.host().is_empty() {
-                put(http::header::HOST, r.host());
-            }
-            if !r.user_agent().is_empty() {
-                put(http::header::USER_AGENT, r.user_agent());
-            }
-        }
-        let client = crate::proxy::resolve(r.peer, &headers, &cfg.client_ip);
-        let country = r.country.unwrap_or_else(|| {
-            crate::proxy::country_of(&cfg.geo, &cfg.client_ip, client.peer, client.ip, &headers)
-        });
-        let path = normalize_path(r.path());
-        let facts = Facts {
-            ip: client.ip,
-            method: r.method(),
-            host: r.host(),
-            path: &path,
-            user_agent: r.user_agent().as_bytes(),
-            headers: self.wants_headers.then_some(&headers),
-            country,
-            ja4: r.ja4(),
-        };
         let live = Live {
             limiter: &self.limiter,
             bans: Some(&self.defense.bans),
             under_attack: self.under_attack,
         };
-        let decision = policy.judge(&facts, &live, now).decision;
-        self.observe(r, client.ip, decision, now);
+        let policy = &self.config.policy;
+        let (client, country, decision) =
+            with_facts(&self.config, self.wants_headers, r, |f, _| {
+                (f.ip, f.country, policy.judge(f, &live, now).decision)
+            });
+        self.observe(r, client, decision, now);
         Outcome {
-            client: client.ip,
+            client,
             country,
             decision,
         }
@@ -527,6 +492,61 @@ impl Judge {
     }
 }
 
+/// Whether judging under `config` looks at a request's headers (trusted proxies, header keys,
+/// a country header).
+pub fn wants_headers(config: &Config) -> bool {
+    !config.client_ip.trusted_proxies.is_empty()
+        || config.geo.header.is_some()
+        || config.policy.rules.iter().any(|r| {
+            matches!(&r.kind, crate::engine::RuleKind::Limit(l)
+                if matches!(l.key, crate::engine::KeyKind::Header(_)))
+        })
+}
+
+/// Calls `f` with the facts of `r` under `cfg`, built as the proxy builds them: the client
+/// resolved from the logged peer and forwarding header, the country from the log or the
+/// config, the path normalised; and the socket peer.
+pub fn with_facts<T>(
+    cfg: &Config,
+    wants_headers: bool,
+    r: &Request,
+    f: impl FnOnce(&Facts<'_>, IpAddr) -> T,
+) -> T {
+    let mut headers = HeaderMap::new();
+    if wants_headers {
+        let mut put = |name: http::HeaderName, v: &str| {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                headers.append(name, v);
+            }
+        };
+        if !r.forwarded_for().is_empty() {
+            put(cfg.client_ip.header.clone(), r.forwarded_for());
+        }
+        if !r.host().is_empty() {
+            put(http::header::HOST, r.host());
+        }
+        if !r.user_agent().is_empty() {
+            put(http::header::USER_AGENT, r.user_agent());
+        }
+    }
+    let client = crate::proxy::resolve(r.peer, &headers, &cfg.client_ip);
+    let country = r.country.unwrap_or_else(|| {
+        crate::proxy::country_of(&cfg.geo, &cfg.client_ip, client.peer, client.ip, &headers)
+    });
+    let path = normalize_path(r.path());
+    let facts = Facts {
+        ip: client.ip,
+        method: r.method(),
+        host: r.host(),
+        path: &path,
+        user_agent: r.user_agent().as_bytes(),
+        headers: wants_headers.then_some(&headers),
+        country,
+        ja4: r.ja4(),
+    };
+    f(&facts, client.peer)
+}
+
 /// Loads a config as `check` does; its errors printed, `None` if it is not valid.
 fn load(path: &Path) -> Option<Config> {
     match config::load(path, &SlotRegistry::default()) {
@@ -540,7 +560,7 @@ fn load(path: &Path) -> Option<Config> {
 }
 
 /// The format of `log` (`auto`: from its first lines), or why not.
-fn format_of(log: &mut Log, format: &str) -> Result<Format, String> {
+pub fn format_of(log: &mut Log, format: &str) -> Result<Format, String> {
     if let Some(f) = Format::from_name(format) {
         return Ok(f);
     }
