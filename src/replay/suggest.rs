@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -245,16 +245,10 @@ pub fn suggest(
                     covered = true;
                     let ip = ip_key(facts.ip, policy.ipv6_prefix);
                     let key = match &spec.key {
-                        KeyKind::IpPath => {
-                            let mut h = hasher.build_hasher();
-                            (ip, facts.path).hash(&mut h);
-                            u128::from(h.finish())
-                        }
+                        KeyKind::IpPath => u128::from(hasher.hash_one((ip, facts.path))),
                         KeyKind::Country => u128::from(u16::from_be_bytes(facts.country.0)),
                         KeyKind::Ja4 if !facts.ja4.is_empty() => {
-                            let mut h = hasher.build_hasher();
-                            facts.ja4.hash(&mut h);
-                            u128::from(h.finish()) | (1 << 127)
+                            u128::from(hasher.hash_one(facts.ja4)) | (1 << 127)
                         }
                         _ => ip,
                     };
