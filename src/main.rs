@@ -55,7 +55,7 @@ enum Command {
     /// many of their requests were refused (asks the running proxy's admin listener).
     Top {
         /// What to rank: ip, country, user_agent, path or ja4 (TLS clients).
-        #[arg(long, default_value = "ip", value_parser = ["ip", "country", "user_agent", "path"])]
+        #[arg(long, default_value = "ip", value_parser = ["ip", "country", "user_agent", "path", "ja4"])]
         by: String,
         /// Over the last N minutes (1 to 15).
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=15))]
