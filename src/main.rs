@@ -238,7 +238,15 @@ const QUIET_PINGORA_INFO: &str = "pingora=warn,info";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = match log_filter(std::env::var_os("SEKISHO_LOG").as_deref()) {
+    // the offline commands judge in memory: the engine's own log lines (an autoban it would
+    // issue, stamped with today's time) belong in their report, not on stderr
+    let offline = matches!(
+        cli.command,
+        Some(Command::Replay(_) | Command::Suggest(_) | Command::SynthLog { .. })
+    );
+    let setting = std::env::var_os("SEKISHO_LOG")
+        .or_else(|| offline.then(|| std::ffi::OsString::from("error")));
+    let filter = match log_filter(setting.as_deref()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("sekisho: {e}");

@@ -16,7 +16,9 @@ use support::{Conn, Origin, Proxy};
 
 /// The rules both the live proxy and replay judge by: a deny rule on the scraper's user agent,
 /// a limit the flood runs into (1/min: no token comes back during the test, so where a request
-/// falls within its second cannot change the outcome), and autoban on 404s for the prober.
+/// falls within its second cannot change the outcome), and autoban on 404s for the prober
+/// (`distinct_paths: 1`: the distinct-path estimate hashes with a seed of each process's own,
+/// so a collision can differ between the live proxy and the replay).
 const RULES: &str = r#"
 connections: { per_client: { rate: off } }
 bans: { state_file: off }
@@ -32,6 +34,7 @@ autoban:
   - name: probers
     kind: status
     statuses: [404]
+    distinct_paths: 1
     more_than: 5
     window: 10s
     ban: 10m
@@ -302,5 +305,67 @@ fn unreadable_lines_are_counted_with_their_numbers_and_gzip_members_are_all_read
             report["by_rule"].get(name).is_some(),
             "by_rule lacks {name}"
         );
+    }
+}
+
+#[test]
+fn suggested_limits_paste_into_a_valid_config_that_refuses_no_browser_of_the_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plan = Plan {
+        seconds: 120,
+        browsers: 40,
+        ..Plan::default()
+    };
+    let traffic = synth::generate(&plan);
+    let log = write_log(dir.path(), "nginx", &traffic);
+    let config = write_config(
+        dir.path(),
+        "now.yaml",
+        "rules:\n  - name: products\n    match: { path_prefix: /products/ }\n    limit: { rate: 1000/min, burst: 1000, key: ip }\n",
+    );
+    let out = sekisho()
+        .args(["suggest", "-c"])
+        .arg(&config)
+        .arg(&log)
+        .output()
+        .expect("run sekisho suggest");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).expect("utf8");
+    assert!(yaml.contains("- name: products\n"), "{yaml}");
+    assert!(
+        yaml.contains("- name: limit-static\n    match: { path_prefix: /static/ }"),
+        "{yaml}"
+    );
+    let rules = yaml.split_once("rules:\n").expect("a rules: list").1;
+    let pasted = write_config(dir.path(), "suggested.yaml", &format!("rules:\n{rules}"));
+    let check = sekisho()
+        .args(["check", "--strict", "-c"])
+        .arg(&pasted)
+        .output()
+        .expect("run sekisho check");
+    assert!(
+        check.status.success(),
+        "{}\n{yaml}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // the browsers (10.0.0.0/8) never got a 4xx: the suggestion refuses none of them
+    let report = replay(&pasted, &[&log], &[]);
+    let browsers_refused: Vec<_> = report["top_clients"]
+        .as_array()
+        .expect("top_clients")
+        .iter()
+        .filter(|c| c["key"].as_str().is_some_and(|k| k.starts_with("10.")))
+        .collect();
+    assert!(browsers_refused.is_empty(), "{browsers_refused:?}\n{yaml}");
+    // and says so: with 0.1% and fewer than 1000 keys a group, not one well-behaved key
+    for line in yaml
+        .lines()
+        .filter(|l| l.contains("this would have refused"))
+    {
+        assert!(line.contains("refused 0 of"), "{line}");
     }
 }

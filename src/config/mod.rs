@@ -70,6 +70,7 @@ pub use error::{field_path_at, ConfigError, ConfigErrors, ConfigWarning};
 pub use geo::GeoSettings;
 pub use lists::{ListFile, ListSource, ListSources};
 pub use reload::ReloadSettings;
+pub use rules::match_line;
 pub use rules::DEFAULT_MAX_TRACKED_KEYS;
 pub use upstreams::{Upstream, UpstreamOptions, UpstreamTls};
 

@@ -580,6 +580,12 @@ struct EffectiveResponse {
     retry_after: Option<bool>,
 }
 
+/// A rule's `match:` as one line of YAML (flow style), for the tools that print a rule for
+/// pasting (`sekisho suggest`).
+pub fn match_line(r: &Rule) -> String {
+    serde_json::to_string(&effective_rule(r).matcher).unwrap_or_else(|_| "{}".into())
+}
+
 /// `rules` (or `under_attack.rules`), in order.
 pub(super) fn effective(rules: &[Rule]) -> Vec<EffectiveRule> {
     rules.iter().map(effective_rule).collect()

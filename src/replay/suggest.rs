@@ -62,6 +62,8 @@ pub struct Suggestion {
     pub key: String,
     /// The rule's rate and burst now, if it is a rule.
     pub current: Option<(String, u32)>,
+    /// The rule's `match:`, as YAML, if it is a rule.
+    pub matcher: Option<String>,
     /// The period's length, seconds.
     pub period: u32,
     /// Keys, and of them well-behaved.
@@ -173,6 +175,7 @@ fn suggest_one(name: String, g: &Group, period: u32, share: f64) -> Suggestion {
         prefix: None,
         key: "ip".into(),
         current: None,
+        matcher: None,
         period,
         keys: all.len(),
         good: good.len(),
@@ -275,21 +278,20 @@ pub fn suggest(
         let mut s = suggest_one(rule.name.clone(), &groups[g], q.period_secs(), share);
         s.key = key_name(&spec.key);
         s.current = Some((q.rate(), q.burst().get()));
+        s.matcher = Some(config::match_line(rule));
         out.push(s);
     }
     let mut prefixes: Vec<_> = uncovered.into_iter().collect();
     prefixes.sort_by(|a, b| a.0.cmp(&b.0));
     for (prefix, g) in prefixes {
-        let name = format!(
-            "limit-{}",
-            prefix
-                .trim_start_matches('/')
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
-        );
-        let name = if name == "limit-" {
-            "limit-root".to_owned()
+        let word = prefix
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+            .trim_matches('-')
+            .to_owned();
+        let name = if word.is_empty() {
+            "limit-root-files".to_owned()
         } else {
-            name
+            format!("limit-{word}")
         };
         let mut s = suggest_one(name, &g, 60, share);
         s.prefix = Some(prefix);
@@ -360,8 +362,19 @@ pub fn render(s: &[Suggestion], share: f64) -> String {
             x.keys - x.good
         );
         let _ = writeln!(o, "  - name: {}", x.name);
-        if let Some(p) = &x.prefix {
-            let _ = writeln!(o, "    match: {{ path_prefix: {p} }}");
+        match x.prefix.as_deref() {
+            // the files at the root: `path_prefix: /` would be every request
+            Some("/") => {
+                let _ = writeln!(o, "    match: {{ path_regex: \"^/[^/]*$\" }}");
+            }
+            Some(p) => {
+                let _ = writeln!(o, "    match: {{ path_prefix: {p} }}");
+            }
+            None => {
+                if let Some(m) = x.matcher.as_deref().filter(|m| *m != "{}") {
+                    let _ = writeln!(o, "    match: {m}");
+                }
+            }
         }
         let _ = writeln!(
             o,

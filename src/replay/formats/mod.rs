@@ -5,6 +5,11 @@
 //! `#Fields` header) is `Ok(None)`; one that cannot be read is an error that says why, and the
 //! caller counts and shows it with its line number: never skipped silently.
 
+mod aws;
+mod clf;
+mod json;
+pub mod time;
+
 use std::borrow::Cow;
 use std::net::IpAddr;
 
@@ -110,12 +115,16 @@ pub struct ParseError(pub String);
 #[derive(Debug, Clone)]
 pub struct Parser {
     format: Format,
+    columns: aws::Columns,
 }
 
 impl Parser {
     /// A parser for `format`.
     pub fn new(format: Format) -> Self {
-        Self { format }
+        Self {
+            format,
+            columns: aws::Columns::default(),
+        }
     }
 
     /// Its format.
@@ -126,17 +135,52 @@ impl Parser {
     /// One line (without its end of line): the request it records, `Ok(None)` for a line that
     /// holds none by design, or why it cannot be read.
     pub fn parse<'a>(&mut self, line: &'a str) -> Result<Option<Entry<'a>>, ParseError> {
-        let _ = line;
-        Err(ParseError(format!(
-            "{} is not read yet",
-            self.format.name()
-        )))
+        match self.format {
+            Format::Nginx | Format::Apache => clf::parse(line),
+            Format::Alb => aws::alb(line),
+            Format::CloudFront => aws::cloudfront(line, &mut self.columns),
+            Format::AwsWaf => json::waf(line),
+            Format::Caddy => json::caddy(line),
+            Format::Sekisho => json::sekisho(line),
+        }
     }
 }
 
 /// The format of a log from its first lines (up to 20), or `None` when no format reads most
 /// of them.
 pub fn detect(lines: &[&str]) -> Option<Format> {
-    let _ = lines;
-    None
+    let lines: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.trim().is_empty())
+        .take(20)
+        .collect();
+    let mut best: Option<(usize, Format)> = None;
+    for f in Format::ALL {
+        if f == Format::Apache {
+            continue; // reads as nginx does; told apart below
+        }
+        let mut p = Parser::new(f);
+        let mut read = 0;
+        for l in &lines {
+            match p.parse(l) {
+                Ok(Some(_)) => read += 1,
+                // a CloudFront header is CloudFront's own
+                Ok(None) if f == Format::CloudFront && l.starts_with("#Fields:") => read += 1,
+                _ => {}
+            }
+        }
+        if read > 0 && best.is_none_or(|(n, _)| read > n) {
+            best = Some((read, f));
+        }
+    }
+    let (read, f) = best?;
+    // most of the lines, not one that happens to parse
+    if read * 2 < lines.len() {
+        return None;
+    }
+    if f == Format::Nginx && lines.iter().any(|l| clf::looks_apache(l)) {
+        return Some(Format::Apache);
+    }
+    Some(f)
 }
