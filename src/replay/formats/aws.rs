@@ -194,7 +194,7 @@ pub fn cloudfront<'a>(line: &'a str, cols: &mut Columns) -> Result<Option<Entry<
             ))
         })
     };
-    if v.len() < 9 {
+    if v.len() < cols.count {
         return Err(err(format!(
             "{} tab-separated fields; a CloudFront line has {} (#Fields)",
             v.len(),
