@@ -36,7 +36,7 @@ pub fn peer(s: &str) -> Peer<'_> {
 
 /// Undoes `\xHH`, `\"`, `\\`, `\n`, `\t`, `\r`.
 fn unescape(s: &str) -> Cow<'_, str> {
-    if !s.contains('\\') {
+    if memchr::memchr(b'\\', s.as_bytes()).is_none() {
         return Cow::Borrowed(s);
     }
     let b = s.as_bytes();
@@ -100,12 +100,12 @@ fn unescape(s: &str) -> Cow<'_, str> {
 fn quoted(s: &str) -> Option<(&str, &str)> {
     let b = s.as_bytes();
     let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return Some((&s[..i], &s[i + 1..])),
-            _ => i += 1,
+    while let Some(at) = memchr::memchr2(b'"', b'\\', b.get(i..)?) {
+        i += at;
+        if b[i] == b'"' {
+            return Some((&s[..i], &s[i + 1..]));
         }
+        i += 2;
     }
     None
 }
@@ -120,13 +120,15 @@ pub fn parse(line: &str) -> Result<Option<Entry<'_>>, ParseError> {
     if line.trim().is_empty() {
         return Ok(None);
     }
-    let (peer_text, rest) = line
-        .split_once(' ')
-        .ok_or_else(|| err("expected `ADDRESS - USER [TIME] \"REQUEST\" STATUS BYTES ...`"))?;
-    let open = rest.find(" [").ok_or_else(|| err("no [time] field"))?;
-    let rest = &rest[open + 2..];
-    let close = rest
-        .find(']')
+    let space = memchr::memchr(b' ', line.as_bytes()).ok_or_else(|| {
+        err("expected `ADDRESS - USER [TIME] \"REQUEST\" STATUS BYTES ...`")
+    })?;
+    let (peer_text, rest) = (&line[..space], &line[space + 1..]);
+    let open = memchr::memchr(b'[', rest.as_bytes())
+        .filter(|&i| i > 0 && rest.as_bytes()[i - 1] == b' ')
+        .ok_or_else(|| err("no [time] field"))?;
+    let rest = &rest[open + 1..];
+    let close = memchr::memchr(b']', rest.as_bytes())
         .ok_or_else(|| err("no end to the [time] field"))?;
     let when = time::clf(&rest[..close]).ok_or_else(|| {
         ParseError(format!(
@@ -136,8 +138,14 @@ pub fn parse(line: &str) -> Result<Option<Entry<'_>>, ParseError> {
     })?;
     let (request, rest) = next_quoted(&rest[close + 1..])
         .ok_or_else(|| err("no quoted request line after the time"))?;
-    let mut tail = rest.trim_start_matches(' ').splitn(3, ' ');
-    let status_text = tail.next().unwrap_or("");
+    let mut tail = rest.trim_start_matches(' ');
+    let mut word = || {
+        let end = memchr::memchr(b' ', tail.as_bytes()).unwrap_or(tail.len());
+        let w = &tail[..end];
+        tail = tail.get(end + 1..).unwrap_or("");
+        w
+    };
+    let status_text = word();
     let status = match status_text.parse::<u16>() {
         Ok(s) if (100..=999).contains(&s) => s,
         _ => {
@@ -146,13 +154,13 @@ pub fn parse(line: &str) -> Result<Option<Entry<'_>>, ParseError> {
             )))
         }
     };
-    let bytes = tail.next().unwrap_or("");
+    let bytes = word();
     if !(bytes == "-" || (!bytes.is_empty() && bytes.bytes().all(|b| b.is_ascii_digit()))) {
         return Err(ParseError(format!(
             "body size {bytes:?} is not a number or -"
         )));
     }
-    let mut rest = tail.next().unwrap_or("");
+    let mut rest = tail;
     let mut fields = [None, None, None];
     for f in &mut fields {
         match next_quoted(rest) {
@@ -197,9 +205,10 @@ pub fn request_line(r: Cow<'_, str>) -> Result<RequestLine<'_>, ParseError> {
         }
     };
     let parts = |s: &str| -> Option<(usize, usize, Option<usize>)> {
-        let m = s.find(' ')?;
+        let m = memchr::memchr(b' ', s.as_bytes())?;
         let after = &s[m + 1..];
-        let (t, p) = match after.rfind(' ') {
+        let last = memchr::memrchr(b' ', after.as_bytes());
+        let (t, p) = match last {
             Some(p) if after[p + 1..].starts_with("HTTP/") => (p, Some(m + 1 + p + 1)),
             _ => (after.len(), None),
         };
@@ -210,8 +219,8 @@ pub fn request_line(r: Cow<'_, str>) -> Result<RequestLine<'_>, ParseError> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b))
             && !target.is_empty()
-            && !target.contains(' ')
-            && (p.is_some() || after.rfind(' ').is_none());
+            && memchr::memchr(b' ', target.as_bytes()).is_none()
+            && (p.is_some() || last.is_none());
         ok.then_some((m, m + 1 + t, p))
     };
     match r {
