@@ -25,7 +25,7 @@ pub use crate::iplist::ip_key;
 use crate::iplist::IpSet;
 use crate::limiter::{BucketKey, Limiter, Nanos, Predecessor, Quota};
 pub use path::{decodes as path_decodes, normalize_path};
-pub use rule::{HostMatch, KeyKind, LimitSpec, Matcher, Response, Rule, RuleKind};
+pub use rule::{HostMatch, KeyKind, LimitSpec, Matcher, Mismatch, Response, Rule, RuleKind};
 
 /// `mode:` of a rule, a list, a ban or an autoban policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -127,7 +127,10 @@ impl Parser {
     /// holds none by design, or why it cannot be read.
     pub fn parse<'a>(&mut self, line: &'a str) -> Result<Option<Entry<'a>>, ParseError> {
         let _ = line;
-        Err(ParseError(format!("{} is not read yet", self.format.name())))
+        Err(ParseError(format!(
+            "{} is not read yet",
+            self.format.name()
+        )))
     }
 }
 
