@@ -290,6 +290,23 @@ impl Policy {
         }
     }
 
+    /// The bucket a limit rule takes a request's token from, as [`judge`](Self::judge) finds
+    /// it (`None` for a deny rule): to read it without taking from it (`sekisho explain`).
+    pub fn bucket_of<'r>(
+        &self,
+        rule: &'r Rule,
+        facts: &Facts<'_>,
+        limiter: &Limiter,
+    ) -> Option<(BucketKey, &'r LimitSpec)> {
+        match &rule.kind {
+            RuleKind::Limit(spec) => Some((
+                BucketKey::new(rule.slot, self.key_of(spec, facts, limiter)),
+                spec,
+            )),
+            RuleKind::Deny => None,
+        }
+    }
+
     /// The bucket key of a request under a limit.
     fn key_of(&self, spec: &LimitSpec, facts: &Facts<'_>, limiter: &Limiter) -> u128 {
         let ip = ip_key(facts.ip, self.ipv6_prefix);
