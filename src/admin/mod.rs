@@ -465,14 +465,15 @@ impl Admin {
     fn explain(&self, query: &str) -> Result<serde_json::Value, String> {
         let params = parse_query_all(query, &["method", "url", "ip", "header", "country", "ja4"])?;
         let one = |name: &str| -> Result<Option<String>, String> {
-            let mut values = params
+            let values: Vec<&String> = params
                 .iter()
                 .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.clone());
-            match (values.next(), values.next()) {
-                (v, None) => Ok(v),
-                (Some(_), Some(_)) => Err(format!("{name}: give it once")),
-                (None, Some(_)) => Ok(None),
+                .map(|(_, v)| v)
+                .collect();
+            match values[..] {
+                [] => Ok(None),
+                [v] => Ok(Some(v.clone())),
+                _ => Err(format!("{name}: give it once")),
             }
         };
         let url = one("url")?.ok_or("give url=PATH or url=ABSOLUTE-URL (e.g. url=/login)")?;
