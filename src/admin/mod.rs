@@ -2,7 +2,9 @@
 //!
 //! `GET /healthz` (the process answers), `GET /readyz` (every configured listener serves, a
 //! config is loaded and an upstream is not marked down; see [`ready`]), `GET /admin/status` (JSON: generation, reloads, limiter, decisions),
-//! `POST /admin/reload` (reload now; answers with the new generation or the errors).
+//! `POST /admin/reload` (reload now; answers with the new generation or the errors),
+//! `GET /admin/explain?method=&url=&ip=&header=&country=&ja4=` (how that request is judged
+//! now, with the live state of its buckets and ban; see [`explain`]).
 //! Prometheus metrics join this listener in their own issue. No request path logic lives here.
 
 use std::sync::atomic::Ordering;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod client;
+pub mod explain;
 pub mod ready;
 
 use async_trait::async_trait;
@@ -456,6 +459,57 @@ impl Admin {
         (StatusCode::OK, v)
     }
 
+    /// `GET /admin/explain?method=GET&url=/login&ip=ADDR&header=Name:%20value&country=JP&ja4=...`
+    /// (`header` repeatable): the explanation against the live config, buckets, bans and
+    /// switch. Reads only: no token is taken, nothing changes.
+    fn explain(&self, query: &str) -> Result<serde_json::Value, String> {
+        let params = parse_query_all(query, &["method", "url", "ip", "header", "country", "ja4"])?;
+        let one = |name: &str| -> Result<Option<String>, String> {
+            let values: Vec<&String> = params
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v)
+                .collect();
+            match values[..] {
+                [] => Ok(None),
+                [v] => Ok(Some(v.clone())),
+                _ => Err(format!("{name}: give it once")),
+            }
+        };
+        let url = one("url")?.ok_or("give url=PATH or url=ABSOLUTE-URL (e.g. url=/login)")?;
+        let peer = match one("ip")? {
+            None => explain::DEFAULT_PEER,
+            Some(ip) => ip
+                .trim()
+                .parse()
+                .map_err(|_| format!("ip {ip:?} is not an IP address"))?,
+        };
+        let req = explain::Request {
+            method: one("method")?.unwrap_or_else(|| "GET".to_string()),
+            url,
+            peer,
+            headers: params
+                .iter()
+                .filter(|(k, _)| k == "header")
+                .map(|(_, v)| v.clone())
+                .collect(),
+            country: one("country")?,
+            ja4: one("ja4")?,
+        };
+        let s = &self.state;
+        let snap = s.snapshot.load();
+        let live = explain::LiveState {
+            limiter: &s.limiter,
+            bans: &s.defense.bans,
+            under_attack: s.defense.attack.is_on(),
+            now: s.clock.now(),
+        };
+        let mut v = explain::explain(&snap.config, &req, Some(&live))?;
+        v["generation"] = json!(snap.generation);
+        v["config"] = json!(snap.config.path.display().to_string());
+        Ok(v)
+    }
+
     /// `GET /admin/under-attack`.
     fn under_attack(&self) -> serde_json::Value {
         let snap = self.state.snapshot.load();
@@ -559,12 +613,21 @@ fn too_wide(net: IpNet) -> Option<String> {
     }
 }
 
-/// `a=1&b=x%20y` → map, refusing names not in `known` and decoding `%XX` and `+`.
+/// `a=1&b=x%20y` → map, refusing names not in `known` and decoding `%XX` and `+`; a name
+/// given twice keeps its last value.
 pub(crate) fn parse_query(
     query: &str,
     known: &[&str],
 ) -> Result<std::collections::HashMap<String, String>, String> {
-    let mut out = std::collections::HashMap::new();
+    Ok(parse_query_all(query, known)?.into_iter().collect())
+}
+
+/// [`parse_query`], every pair in order (for a parameter that can be repeated).
+pub(crate) fn parse_query_all(
+    query: &str,
+    known: &[&str],
+) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if !known.contains(&k) {
@@ -573,7 +636,7 @@ pub(crate) fn parse_query(
                 known.join(", ")
             ));
         }
-        out.insert(k.to_string(), percent_decode(v)?);
+        out.push((k.to_string(), percent_decode(v)?));
     }
     Ok(out)
 }
@@ -678,6 +741,10 @@ impl ServeHttp for Admin {
                 }
                 Err(e) => json_reply(StatusCode::BAD_REQUEST, &json!({ "error": e })),
             },
+            ("GET", "/admin/explain") => match self.explain(&query) {
+                Ok(v) => json_reply(StatusCode::OK, &v),
+                Err(e) => json_reply(StatusCode::BAD_REQUEST, &json!({ "error": e })),
+            },
             ("GET", "/admin/under-attack") => json_reply(StatusCode::OK, &self.under_attack()),
             ("POST", "/admin/under-attack") => {
                 let (status, v) = self.switch(&query, &who).await;
@@ -687,7 +754,7 @@ impl ServeHttp for Admin {
                 Ok(v) => json_reply(StatusCode::OK, &v),
                 Err(e) => json_reply(StatusCode::BAD_REQUEST, &json!({ "error": e })),
             },
-            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/top" | "/admin/reload" | "/admin/bans" | "/admin/bans/export" | "/admin/under-attack" | "/admin/under-attack/preview") => reply(
+            (_, "/healthz" | "/readyz" | "/metrics" | "/admin/status" | "/admin/top" | "/admin/reload" | "/admin/bans" | "/admin/bans/export" | "/admin/under-attack" | "/admin/under-attack/preview" | "/admin/explain") => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
                 b"method not allowed\n".to_vec(),
@@ -695,7 +762,7 @@ impl ServeHttp for Admin {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found; try /healthz, /readyz, /metrics, /admin/status, /admin/top?by=ip, POST /admin/reload, /admin/bans, /admin/bans/export?format=plain, /admin/under-attack, /admin/under-attack/preview\n"
+                b"not found; try /healthz, /readyz, /metrics, /admin/status, /admin/top?by=ip, POST /admin/reload, /admin/bans, /admin/bans/export?format=plain, /admin/under-attack, /admin/under-attack/preview, /admin/explain?method=GET&url=/\n"
                     .to_vec(),
             ),
         }

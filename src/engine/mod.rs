@@ -25,7 +25,7 @@ pub use crate::iplist::ip_key;
 use crate::iplist::IpSet;
 use crate::limiter::{BucketKey, Limiter, Nanos, Predecessor, Quota};
 pub use path::{decodes as path_decodes, normalize_path};
-pub use rule::{HostMatch, KeyKind, LimitSpec, Matcher, Response, Rule, RuleKind};
+pub use rule::{HostMatch, KeyKind, LimitSpec, Matcher, Mismatch, Response, Rule, RuleKind};
 
 /// `mode:` of a rule, a list, a ban or an autoban policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -287,6 +287,23 @@ impl Policy {
                 None => Decision::Allow,
             },
             preview,
+        }
+    }
+
+    /// The bucket a limit rule takes a request's token from, as [`judge`](Self::judge) finds
+    /// it (`None` for a deny rule): to read it without taking from it (`sekisho explain`).
+    pub fn bucket_of<'r>(
+        &self,
+        rule: &'r Rule,
+        facts: &Facts<'_>,
+        limiter: &Limiter,
+    ) -> Option<(BucketKey, &'r LimitSpec)> {
+        match &rule.kind {
+            RuleKind::Limit(spec) => Some((
+                BucketKey::new(rule.slot, self.key_of(spec, facts, limiter)),
+                spec,
+            )),
+            RuleKind::Deny => None,
         }
     }
 

@@ -62,6 +62,18 @@ pub struct Predecessor {
     pub quota: Quota,
 }
 
+/// What a bucket holds at one instant ([`Limiter::peek`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Level {
+    /// Whole tokens: how many requests it would admit now, one after another.
+    pub tokens: u32,
+    /// Nanoseconds until it holds one more token (0 when it is full). With no token, what a
+    /// refused [`Limiter::acquire`] answers.
+    pub next_token_in: Nanos,
+    /// Whether the store holds the bucket (an untracked key starts full).
+    pub tracked: bool,
+}
+
 /// The bounded, sharded store of all buckets.
 pub struct Limiter {
     shards: Box<[RwLock<Shard>]>,
@@ -135,7 +147,7 @@ impl Limiter {
                 slot: p.slot,
                 ..key
             };
-            let old_tat = self.peek(old)?;
+            let old_tat = self.tat_of(old)?;
             Some(carry_over(old_tat, &p.quota, quota, now))
         });
         let mut table = shard.write();
@@ -162,8 +174,55 @@ impl Limiter {
         verdict
     }
 
+    /// What the bucket of `key` holds at `now`, without taking a token or changing anything:
+    /// for `sekisho explain`, not the request path. An untracked key has a full bucket.
+    pub fn peek(&self, key: BucketKey, quota: &Quota, now: Nanos) -> Level {
+        self.peek_after(key, quota, now, None)
+    }
+
+    /// [`peek`](Self::peek) for a rule whose quota changed at a reload: a key new to this slot
+    /// is seen with the state [`acquire_after`](Self::acquire_after) would start it from.
+    pub fn peek_after(
+        &self,
+        key: BucketKey,
+        quota: &Quota,
+        now: Nanos,
+        pred: Option<&Predecessor>,
+    ) -> Level {
+        let tat = self.tat_of(key).or_else(|| {
+            let p = pred?;
+            let old = self.tat_of(BucketKey {
+                slot: p.slot,
+                ..key
+            })?;
+            Some(carry_over(old, &p.quota, quota, now))
+        });
+        let Some(tat) = tat else {
+            return Level {
+                tokens: quota.burst().get(),
+                next_token_in: 0,
+                tracked: false,
+            };
+        };
+        // GCRA admits at `now` while `debt + emission <= tolerance`: the tokens are the whole
+        // emissions that fit in what the debt leaves of the tolerance.
+        let debt = tat.saturating_sub(now).min(quota.tolerance());
+        let room = quota.tolerance() - debt;
+        let tokens = room / quota.emission();
+        let full = tokens >= u64::from(quota.burst().get());
+        Level {
+            tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+            next_token_in: if full {
+                0
+            } else {
+                (tokens + 1) * quota.emission() - room
+            },
+            tracked: true,
+        }
+    }
+
     /// The TAT of a bucket, if tracked.
-    fn peek(&self, key: BucketKey) -> Option<Nanos> {
+    fn tat_of(&self, key: BucketKey) -> Option<Nanos> {
         let (hash, shard) = self.locate(&key);
         let table = shard.read();
         table
@@ -460,6 +519,67 @@ mod tests {
         assert!(l.acquire_after(k(3), &faster, 0, Some(&pred)).is_ok());
         assert!(l.acquire_after(k(3), &faster, 0, Some(&pred)).is_ok());
         assert!(l.acquire_after(k(3), &faster, 0, Some(&pred)).is_err());
+    }
+
+    #[test]
+    fn peek_tells_what_acquire_will_do_and_takes_nothing() {
+        let l = Limiter::new(1000);
+        let q = quota(1, 60, 3);
+        let k = BucketKey::new(0, 5);
+        let full = Level {
+            tokens: 3,
+            next_token_in: 0,
+            tracked: false,
+        };
+        assert_eq!(l.peek(k, &q, 0), full);
+        assert!(l.is_empty(), "a peek tracks nothing");
+        for left in [2, 1, 0] {
+            assert!(l.acquire(k, &q, 0).is_ok());
+            let level = l.peek(k, &q, 0);
+            assert_eq!(level.tokens, left);
+            assert_eq!(l.peek(k, &q, 0), level, "a peek changes nothing");
+        }
+        let wait = l.acquire(k, &q, 0).unwrap_err();
+        assert_eq!(l.peek(k, &q, 0).next_token_in, wait);
+        assert_eq!(l.peek(k, &q, 90 * SEC).tokens, 1);
+        assert_eq!(l.peek(k, &q, 90 * SEC).next_token_in, 30 * SEC);
+        assert_eq!(l.peek(k, &q, 180 * SEC).tokens, 3);
+        // a changed quota: seen as acquire_after would start it
+        let pred = Predecessor { slot: 0, quota: q };
+        let k1 = BucketKey::new(1, 5);
+        let bigger = quota(1, 60, 10);
+        assert_eq!(l.peek_after(k1, &bigger, 0, Some(&pred)).tokens, 0);
+        assert!(l.acquire_after(k1, &bigger, 0, Some(&pred)).is_err());
+    }
+
+    proptest::proptest! {
+        /// After any history of takes, refunds and waits, a peek's tokens are exactly the
+        /// takes that succeed at that instant, and its wait is the refusal's.
+        #[test]
+        fn peek_agrees_with_acquire(
+            (count, period, burst) in (1u32..5, proptest::sample::select(vec![1u32, 60, 3600]), 1u32..6),
+            steps in proptest::collection::vec((0u64..3 * SEC, 0u8..4), 0..40),
+        ) {
+            let l = Limiter::new(100);
+            let q = quota(count, period, burst);
+            let k = BucketKey::new(0, 1);
+            let mut now = 0;
+            for (gap, op) in steps {
+                now += gap * u64::from(period);
+                match op {
+                    0 => l.refund(k, &q),
+                    _ => { let _ = l.acquire(k, &q, now); }
+                }
+            }
+            let level = l.peek(k, &q, now);
+            proptest::prop_assert!(level.tokens <= burst);
+            for _ in 0..level.tokens {
+                proptest::prop_assert!(l.acquire(k, &q, now).is_ok());
+            }
+            let after = l.peek(k, &q, now);
+            proptest::prop_assert_eq!(after.tokens, 0);
+            proptest::prop_assert_eq!(l.acquire(k, &q, now), Err(after.next_token_in));
+        }
     }
 
     #[test]
