@@ -34,6 +34,8 @@ pub struct Log {
     ahead: std::collections::VecDeque<String>,
     /// The line handed out last when it came from `ahead`.
     held: String,
+    /// Bytes of the reader's buffer the line handed out last took, consumed on the next read.
+    consumed: usize,
 }
 
 /// Counts the bytes read through it.
@@ -86,6 +88,7 @@ impl Log {
             line: 0,
             ahead: Default::default(),
             held: String::new(),
+            consumed: 0,
         })
     }
 
@@ -96,12 +99,28 @@ impl Log {
             self.held = l;
             return Ok(Some(Cow::Borrowed(&self.held)));
         }
-        self.buf.clear();
-        if self.lines.read_until(b'\n', &mut self.buf)? == 0 {
-            return Ok(None);
-        }
+        // the line handed out last is let go of only now
+        self.lines.consume(std::mem::take(&mut self.consumed));
+        let whole = {
+            let chunk = self.lines.fill_buf()?;
+            if chunk.is_empty() {
+                return Ok(None);
+            }
+            memchr::memchr(b'\n', chunk)
+        };
         self.line += 1;
-        let bytes = trimmed(&self.buf);
+        let bytes = match whole {
+            // the whole line is in the buffer: handed out from there, not copied
+            Some(end) => {
+                self.consumed = end + 1;
+                trimmed(&self.lines.fill_buf()?[..end + 1])
+            }
+            None => {
+                self.buf.clear();
+                self.lines.read_until(b'\n', &mut self.buf)?;
+                trimmed(&self.buf)
+            }
+        };
         Ok(Some(match std::str::from_utf8(bytes) {
             Ok(s) => Cow::Borrowed(s),
             Err(_) => String::from_utf8_lossy(bytes),
@@ -111,6 +130,7 @@ impl Log {
     /// The first `n` lines (for detecting the format); [`Log::next_line`] still returns them
     /// after, so this works on stdin too.
     pub fn peek(&mut self, n: usize) -> io::Result<Vec<String>> {
+        self.lines.consume(std::mem::take(&mut self.consumed));
         while self.ahead.len() < n {
             self.buf.clear();
             if self.lines.read_until(b'\n', &mut self.buf)? == 0 {
