@@ -229,6 +229,8 @@ pub struct Stream {
     max_seen: i64,
     /// The logged time of the last bucket handed out.
     emitted: i64,
+    /// The time the last request handed out was judged at.
+    clock: i64,
     eof: bool,
     /// Lines read from this log, and its unreadable ones.
     pub lines: u64,
@@ -249,6 +251,7 @@ impl Stream {
             out: VecDeque::new(),
             max_seen: i64::MIN,
             emitted: i64::MIN,
+            clock: i64::MIN,
             eof: false,
             lines: 0,
             unparsed: 0,
@@ -310,6 +313,7 @@ impl Stream {
         };
         for (i, mut r) in reqs.into_iter().enumerate() {
             r.time = t + (2 * i as i64 + 1) * span / (2 * n);
+            self.clock = r.time;
             self.out.push_back(r);
         }
     }
@@ -341,8 +345,8 @@ impl Stream {
             if req.time < self.emitted {
                 stats.late += 1;
             }
-            // its second was handed out already: it goes with the next one handed out
-            req.time = self.emitted;
+            // its second was handed out already: judged now, at the clock of the last one
+            req.time = self.clock;
             self.out.push_back(req);
             return Ok(());
         }
@@ -742,4 +746,53 @@ pub fn main(config: &Path, args: &ReplayArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(ip: &str, time: &str) -> String {
+        format!("{ip} - - [{time} +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"t\"\n")
+    }
+
+    #[test]
+    fn requests_come_out_in_time_order_spread_over_their_second_and_late_ones_are_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("a.log");
+        let text = [
+            line("192.0.2.1", "30/Nov/2026:10:00:01"),
+            line("192.0.2.2", "30/Nov/2026:10:00:00"), // out of order, within the window
+            line("192.0.2.3", "30/Nov/2026:10:00:01"),
+            line("192.0.2.4", "30/Nov/2026:10:00:30"),
+            // read after 10:00:01 was judged, but before 10:00:30 was: still in order
+            line("192.0.2.5", "30/Nov/2026:10:00:02"),
+            // read after 10:00:02 was judged: late
+            line("192.0.2.6", "30/Nov/2026:10:00:00"),
+        ]
+        .concat();
+        std::fs::write(&p, text).expect("write");
+        let mut s = Stream::new(Log::open(&p).expect("open"), Format::Nginx, 0);
+        let mut stats = ReadStats::default();
+        let opts = Options::default();
+        let mut out = Vec::new();
+        while let Some(r) = s.next(&opts, &mut stats).expect("read") {
+            out.push((r.peer.to_string(), r.time - 1_796_032_800 * SEC));
+        }
+        assert_eq!(
+            out,
+            [
+                ("192.0.2.2".to_owned(), SEC / 2),
+                // two in one second: at a quarter and three quarters of it, in file order
+                ("192.0.2.1".to_owned(), SEC + SEC / 4),
+                ("192.0.2.3".to_owned(), SEC + 3 * SEC / 4),
+                ("192.0.2.5".to_owned(), 2 * SEC + SEC / 2),
+                // late: judged at the clock then, never before a request judged already
+                ("192.0.2.6".to_owned(), 2 * SEC + SEC / 2),
+                ("192.0.2.4".to_owned(), 30 * SEC + SEC / 2),
+            ]
+        );
+        assert_eq!(stats.late, 1);
+        assert_eq!(stats.lines, 6);
+    }
 }

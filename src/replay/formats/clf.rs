@@ -120,16 +120,15 @@ pub fn parse(line: &str) -> Result<Option<Entry<'_>>, ParseError> {
     if line.trim().is_empty() {
         return Ok(None);
     }
-    let space = memchr::memchr(b' ', line.as_bytes()).ok_or_else(|| {
-        err("expected `ADDRESS - USER [TIME] \"REQUEST\" STATUS BYTES ...`")
-    })?;
+    let space = memchr::memchr(b' ', line.as_bytes())
+        .ok_or_else(|| err("expected `ADDRESS - USER [TIME] \"REQUEST\" STATUS BYTES ...`"))?;
     let (peer_text, rest) = (&line[..space], &line[space + 1..]);
     let open = memchr::memchr(b'[', rest.as_bytes())
         .filter(|&i| i > 0 && rest.as_bytes()[i - 1] == b' ')
         .ok_or_else(|| err("no [time] field"))?;
     let rest = &rest[open + 1..];
-    let close = memchr::memchr(b']', rest.as_bytes())
-        .ok_or_else(|| err("no end to the [time] field"))?;
+    let close =
+        memchr::memchr(b']', rest.as_bytes()).ok_or_else(|| err("no end to the [time] field"))?;
     let when = time::clf(&rest[..close]).ok_or_else(|| {
         ParseError(format!(
             "time {:?} is not like 10/Oct/2000:13:55:36 -0700",
