@@ -5,7 +5,8 @@
 #
 # Installs `cmake` (needed by libz-ng-sys) with apt-get when the `cmake` command is missing,
 # `libssl-dev` and `pkg-config` (Pingora's openssl TLS backend links the system OpenSSL), `curl`
-# (the TLS tests speak HTTP/2 through it), `openssl` (a test certificate), plus
+# (the TLS tests speak HTTP/2 through it), `openssl` (a test certificate), `chromium` (headless,
+# tests/replay_html.rs renders the replay's HTML report in it), plus
 # any extra Debian/Ubuntu package given as an argument that is not installed yet.
 # Uses sudo only when not running as root and sudo exists. Does nothing when all is present.
 set -euo pipefail
@@ -17,7 +18,7 @@ else
     echo "setup: cmake missing; will install it"
     want+=(cmake)
 fi
-for pkg in libssl-dev pkg-config curl openssl "$@"; do
+for pkg in libssl-dev pkg-config curl openssl chromium "$@"; do
     if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
         echo "setup: $pkg already installed"
     else
