@@ -77,7 +77,7 @@ fn bench(c: &mut Criterion) {
             || vec![Judge::new(config(), false)],
             |mut judges| {
                 let r = replay(
-                    &[log.clone()],
+                    std::slice::from_ref(&log),
                     "nginx",
                     &mut judges,
                     &Options::default(),
