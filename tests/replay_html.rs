@@ -470,3 +470,64 @@ fn the_report_renders_in_chromium_without_fetching_or_running_the_data() {
     let totals = element(&dom, r#"<section id="totals""#, "</section>");
     assert!(totals.contains(">Refused</th><td>79</td>"), "{totals}");
 }
+
+/// The page `sekisho replay --report` itself writes for a replayed log renders in Chromium:
+/// one timeline group a minute of its `--json` report, and one bar a rule and minute with
+/// refusals.
+#[test]
+fn the_report_the_cli_writes_for_a_replayed_log_renders_with_its_numbers() {
+    use sekisho::replay::synth::{self, Plan};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut log = Vec::new();
+    let plan = Plan {
+        seconds: 180,
+        browsers: 10,
+        flood_rate: 20,
+        ..Plan::default()
+    };
+    synth::write("nginx", &synth::generate(&plan), &mut log).expect("write log");
+    let log_path = dir.path().join("access.log");
+    std::fs::write(&log_path, log).expect("write log");
+    let config = dir.path().join("rules.yaml");
+    std::fs::write(
+        &config,
+        "listen: [\"127.0.0.1:1\"]\nupstreams: [\"127.0.0.1:9\"]\nbans: { state_file: off }\nrules:\n  - name: scraper\n    match: { user_agent: \"(?i)scrapy\" }\n    action: deny\n  - name: flood\n    match: { path: / }\n    limit: { rate: 60/min, burst: 20, key: ip }\n",
+    )
+    .expect("write config");
+    let page = dir.path().join("report.html");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sekisho"))
+        .arg("replay")
+        .arg("-c")
+        .arg(&config)
+        .arg("--json")
+        .arg("--report")
+        .arg(&page)
+        .arg(&log_path)
+        .output()
+        .expect("run sekisho replay");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let minutes = json["timeline"].as_array().expect("timeline");
+    let bars: usize = minutes
+        .iter()
+        .map(|m| m["refused"].as_object().map_or(0, |r| r.len()))
+        .sum();
+    assert!(minutes.len() >= 3 && bars >= 4, "{minutes:?}");
+    let dom = dump_dom(&page, &dir.path().join("profile"));
+    assert!(dom.contains(r#"data-rendered="1""#), "the script ran");
+    assert!(dom.contains(r#"data-resources="0""#), "nothing fetched");
+    let timeline = element(&dom, r#"<svg id="timeline""#, "</svg>");
+    assert_eq!(
+        timeline.matches(r#"<g class="minute""#).count(),
+        minutes.len()
+    );
+    assert_eq!(timeline.matches(r#"<rect class="bar" "#).count(), bars);
+    let clients = element(&dom, r#"<svg id="top-clients""#, "</svg>");
+    let top = json["top_clients"].as_array().expect("top_clients");
+    assert!(!top.is_empty());
+    assert_eq!(clients.matches(r#"<rect class="bar" "#).count(), top.len());
+}
