@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::engine::Mode;
+use crate::engine::{Decision, Mode, RuleRef};
 use crate::limiter::Nanos;
 
 /// What a policy counts.
@@ -110,6 +110,32 @@ impl Policy {
     pub fn counts_status(&self, status: u16) -> bool {
         matches!(&self.trigger, Trigger::Status(s) if s.contains(status))
     }
+
+    /// Whether the policy counts a request that got `decision` and was answered `status`: a
+    /// rate-limit refusal (`kind: limited`), or a watched status (`kind: status`; a limit's own
+    /// refusal is not also a status event). `kind: connections` is fed by the accept gate and
+    /// the connection deadlines, never by a request. See [`feeds_autoban`] first.
+    pub fn counts_request(&self, decision: Decision, status: u16) -> bool {
+        let limited = matches!(decision, Decision::Limit { .. });
+        match self.trigger {
+            Trigger::Limited => limited,
+            Trigger::Status(_) => !limited && self.counts_status(status),
+            Trigger::Connections => false,
+        }
+    }
+}
+
+/// Whether a request so decided feeds the autoban policies at all: allow-listed clients,
+/// clients under a ban (either mode) and requests refused by the deny list do not.
+pub fn feeds_autoban(decision: Decision) -> bool {
+    !matches!(
+        decision,
+        Decision::AllowListed
+            | Decision::Deny {
+                rule: RuleRef::DenyList | RuleRef::Ban
+            }
+            | Decision::Count { rule: RuleRef::Ban }
+    )
 }
 
 /// One client's events under one policy, in the current window.

@@ -27,7 +27,7 @@ use ipnet::IpNet;
 use parking_lot::Mutex;
 
 pub use attack::{AttackSwitch, AutoSettings, Preview, Setting};
-pub use autoban::{Offenders, Policy as AutobanPolicy, StatusSet, Trigger};
+pub use autoban::{feeds_autoban, Offenders, Policy as AutobanPolicy, StatusSet, Trigger};
 pub use bans::{key_of_net, net_of, Added, Ban, BanSet, Source};
 
 use crate::engine::Mode;

@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use crate::config::{Config, ListCache};
 use crate::defense::attack::Example;
 use crate::defense::store::Clocks;
-use crate::defense::{Defense, Trigger};
+use crate::defense::Defense;
 use crate::engine::{normalize_path, Country, Decision, Facts, Live, RuleRef, SlotRegistry};
 use crate::iplist::ip_key;
 use crate::limiter::{Clock, Limiter, MonotonicClock, Nanos};
@@ -703,28 +703,12 @@ impl Sekisho {
         let Some((decision, ip, _)) = ctx.decided else {
             return;
         };
-        if policies.is_empty()
-            || matches!(
-                decision,
-                Decision::AllowListed
-                    | Decision::Deny {
-                        rule: RuleRef::DenyList | RuleRef::Ban
-                    }
-                    | Decision::Count { rule: RuleRef::Ban }
-            )
-        {
+        if policies.is_empty() || !crate::defense::feeds_autoban(decision) {
             return;
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let limited = matches!(decision, Decision::Limit { .. });
         for p in policies {
-            let counts = match p.trigger {
-                Trigger::Limited => limited,
-                Trigger::Status(_) => !limited && p.counts_status(status),
-                // fed by the accept gate and the connection deadlines
-                Trigger::Connections => false,
-            };
-            if !counts {
+            if !p.counts_request(decision, status) {
                 continue;
             }
             let v6 = ctx.snapshot.config.client_ip.ipv6_prefix;

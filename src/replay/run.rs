@@ -33,7 +33,7 @@ use super::report::{Report, Unparsed};
 use super::stats::Stats;
 use crate::config::{self, Config};
 use crate::defense::store::Clocks;
-use crate::defense::{Defense, Trigger};
+use crate::defense::Defense;
 use crate::engine::{normalize_path, Country, Decision, Facts, Live, RuleRef, SlotRegistry};
 use crate::limiter::{Limiter, Nanos};
 
@@ -456,33 +456,19 @@ impl Judge {
     /// As the proxy's `observe`: the status this request got feeds the autoban policies.
     fn observe(&mut self, r: &Request, ip: IpAddr, decision: Decision, now: Nanos) {
         let cfg = &self.config;
-        if cfg.defense.autoban.is_empty()
-            || matches!(
-                decision,
-                Decision::AllowListed
-                    | Decision::Deny {
-                        rule: RuleRef::DenyList | RuleRef::Ban
-                    }
-                    | Decision::Count { rule: RuleRef::Ban }
-            )
-        {
+        if cfg.defense.autoban.is_empty() || !crate::defense::feeds_autoban(decision) {
             return;
         }
+        // what the client got: the candidate's own refusal, or what the origin answered
         let status = match decision {
             Decision::Deny { rule } | Decision::Limit { rule, .. } => {
                 cfg.policy.response_of(rule).status
             }
             _ => r.status,
         };
-        let limited = matches!(decision, Decision::Limit { .. });
         let unix = (r.time.max(0) / SEC) as u64;
         for p in &cfg.defense.autoban {
-            let counts = match p.trigger {
-                Trigger::Limited => limited,
-                Trigger::Status(_) => !limited && p.counts_status(status),
-                Trigger::Connections => false,
-            };
-            if !counts {
+            if !p.counts_request(decision, status) {
                 continue;
             }
             let v6 = cfg.client_ip.ipv6_prefix;

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use super::clf::{origin_form, peer, request_line, url_host};
+use super::clf::{hex_byte, origin_form, peer, request_line, url_host};
 use super::{time, Entry, ParseError, Peer};
 
 fn err(why: String) -> ParseError {
@@ -152,19 +152,16 @@ fn decode(s: &str) -> Cow<'_, str> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' {
-            if let (Some(h), Some(l)) = (
-                b.get(i + 1).and_then(|c| hex(*c)),
-                b.get(i + 2).and_then(|c| hex(*c)),
-            ) {
-                out.push((h * 16 + l) as u8);
+        match (b[i], hex_byte(b, i + 1)) {
+            (b'%', Some(v)) => {
+                out.push(v);
                 i += 3;
-                continue;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
             }
         }
-        out.push(b[i]);
-        i += 1;
     }
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }

@@ -43,56 +43,25 @@ fn unescape(s: &str) -> Cow<'_, str> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 1 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            match b[i + 1] {
-                b'x' => {
-                    match (
-                        b.get(i + 2).and_then(|c| hex(*c)),
-                        b.get(i + 3).and_then(|c| hex(*c)),
-                    ) {
-                        (Some(h), Some(l)) => {
-                            out.push((h * 16 + l) as u8);
-                            i += 4;
-                            continue;
-                        }
-                        _ => out.push(b'\\'),
-                    }
-                }
-                b'"' => {
-                    out.push(b'"');
-                    i += 2;
-                    continue;
-                }
-                b'\\' => {
-                    out.push(b'\\');
-                    i += 2;
-                    continue;
-                }
-                b'n' => {
-                    out.push(b'\n');
-                    i += 2;
-                    continue;
-                }
-                b't' => {
-                    out.push(b'\t');
-                    i += 2;
-                    continue;
-                }
-                b'r' => {
-                    out.push(b'\r');
-                    i += 2;
-                    continue;
-                }
-                _ => out.push(b'\\'),
-            }
-            i += 1;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
+        let (byte, len) = match (b[i], b.get(i + 1)) {
+            (b'\\', Some(b'x')) => hex_byte(b, i + 2).map_or((b'\\', 1), |v| (v, 4)),
+            (b'\\', Some(b'"')) => (b'"', 2),
+            (b'\\', Some(b'\\')) => (b'\\', 2),
+            (b'\\', Some(b'n')) => (b'\n', 2),
+            (b'\\', Some(b't')) => (b'\t', 2),
+            (b'\\', Some(b'r')) => (b'\r', 2),
+            (c, _) => (c, 1),
+        };
+        out.push(byte);
+        i += len;
     }
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The byte the two hex digits at `b[i..i + 2]` spell (`\xHH`, `%HH`), if they are there.
+pub fn hex_byte(b: &[u8], i: usize) -> Option<u8> {
+    let digit = |at: usize| b.get(at).and_then(|c| (*c as char).to_digit(16));
+    Some((digit(i)? * 16 + digit(i + 1)?) as u8)
 }
 
 /// At `s` (just after an opening `"`): the raw inside of the quoted field and what follows

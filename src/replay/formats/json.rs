@@ -83,14 +83,7 @@ pub fn waf(line: &str) -> Result<Option<Entry<'_>>, ParseError> {
         Some(a) => Cow::Owned(format!("{}?{a}", r.uri)),
         None => r.uri.clone(),
     };
-    let peer = match r.client_ip {
-        Cow::Borrowed(s) => peer(s),
-        Cow::Owned(s) => match peer(&s) {
-            Peer::Ip(ip) => Peer::Ip(ip),
-            Peer::Missing => Peer::Missing,
-            Peer::Name(_) => Peer::Name(Cow::Owned(s.clone())),
-        },
-    };
+    let peer = owned_peer(r.client_ip);
     Ok(Some(Entry {
         time: w.timestamp.saturating_mul(1_000_000),
         precision: 1_000_000,
@@ -206,13 +199,14 @@ pub fn caddy(line: &str) -> Result<Option<Entry<'_>>, ParseError> {
     }))
 }
 
+/// [`peer`] of a field that serde may have had to unescape into its own string.
 fn owned_peer(s: Cow<'_, str>) -> Peer<'_> {
     match s {
         Cow::Borrowed(s) => peer(s),
         Cow::Owned(s) => match peer(&s) {
             Peer::Ip(ip) => Peer::Ip(ip),
             Peer::Missing => Peer::Missing,
-            Peer::Name(_) => Peer::Name(Cow::Owned(s.clone())),
+            Peer::Name(_) => Peer::Name(Cow::Owned(s)),
         },
     }
 }
