@@ -203,6 +203,7 @@ fn decision(c: &mut Criterion) {
                 limiter: &limiter,
                 bans: Some(&no_bans),
                 under_attack: false,
+                shared: None,
             };
             black_box(f.policy.judge(&facts(f.clients[i], i), &live, clock.now()))
         })
@@ -222,6 +223,7 @@ fn decision(c: &mut Criterion) {
                 limiter: &limiter,
                 bans: Some(&bans),
                 under_attack: false,
+                shared: None,
             };
             black_box(f.policy.judge(&facts(f.clients[i], i), &live, clock.now()))
         })
@@ -233,6 +235,7 @@ fn decision(c: &mut Criterion) {
                 limiter: &limiter,
                 bans: Some(&bans),
                 under_attack: false,
+                shared: None,
             };
             black_box(f.policy.judge(&facts(banned[i], i), &live, clock.now()))
         })

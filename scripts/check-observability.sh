@@ -3,7 +3,9 @@
 #   promtool check rules contrib/prometheus/sekisho.rules.yml
 #   promtool check metrics on a live scrape of /metrics after some traffic
 #   every sekisho_* metric the dashboard and the rules use is one the program exports
-# usage: scripts/check-observability.sh [BIN]   (default target/debug/sekisho; needs promtool, curl)
+# usage: scripts/check-observability.sh [BIN]   (default target/debug/sekisho; needs promtool,
+# curl and redis-server: the sekisho checked runs in fleet mode on a store of its own, so that
+# the sekisho_cluster_* series exist)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -16,9 +18,9 @@ trap cleanup EXIT
 echo "check-observability: promtool check rules"
 promtool check rules contrib/prometheus/sekisho.rules.yml
 
-read -r PORT ADMIN ORIGIN TLSPORT < <(python3 -c '
+read -r PORT ADMIN ORIGIN TLSPORT REDIS < <(python3 -c '
 import socket
-ss=[socket.socket() for _ in range(4)]
+ss=[socket.socket() for _ in range(5)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
 # a TLS listener too, so that its metric series exist (a 30-day self-signed certificate)
@@ -46,10 +48,14 @@ rules:
   - name: login
     match: { path_prefix: /login }
     limit: { rate: 1/h, burst: 1 }
+  - name: fleet-login
+    match: { path_prefix: /login }
+    limit: { rate: 10/min, burst: 10, scope: cluster }
   - name: foreign
     match: { country_not: [JP, "??"] }
     limit: { rate: 10/s, burst: 10 }
     mode: count
+cluster: { redis: "redis://127.0.0.1:$REDIS/0", name: observability }
 bans: { state_file: bans.json }
 autoban:
   - name: probers
@@ -59,6 +65,8 @@ under_attack:
       match: { path_prefix: /search }
       action: deny
 YAML
+redis-server --bind 127.0.0.1 --port "$REDIS" --save "" --appendonly no --dir "$W" >/dev/null & PIDS+=($!)
+for _ in $(seq 100); do redis-cli -p "$REDIS" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
 "$BIN" demo-origin --listen "127.0.0.1:$ORIGIN" 2>/dev/null & PIDS+=($!)
 SEKISHO_LOG=warn "$BIN" run -c "$W/s.yaml" & PIDS+=($!)
 for _ in $(seq 200); do curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$ADMIN/healthz" && break; sleep 0.05; done

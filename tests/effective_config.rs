@@ -115,7 +115,7 @@ fn the_shipped_config_prints_a_config_that_loads_to_itself() {
     );
     assert_has(
         &yaml,
-        "\n- name: per-ip\n  mode: count\n  match: {}\n  limit:\n    rate: 20/s\n    burst: 100\n    key: ip\n  response:\n    status: 403\n",
+        "\n- name: per-ip\n  mode: count\n  match: {}\n  limit:\n    rate: 20/s\n    burst: 100\n    key: ip\n    scope: local\n  response:\n    status: 403\n",
     );
     assert_has(&yaml, "\ndecision_log: null # off: no decision log\n");
     assert_has(&yaml, "  max_ban: 1d\n  mode: count\n");
@@ -157,7 +157,7 @@ fn a_minimal_config_prints_every_default() {
         "\nreload:\n  watch: true\n  debounce: 100ms\n  poll_interval: 2s\n",
         "\n- name: probes\n  mode: enforce\n  match:\n    path_prefix: /wp-admin\n  action: deny\n  response:\n    status: 403\n    body: |\n      Forbidden\n",
         // burst defaults to the rate's count, the key to the address
-        "\n- name: slow\n  mode: enforce\n  match: {}\n  limit:\n    rate: 50/s\n    burst: 50\n    key: ip\n  response:\n    status: 403\n    body: |\n      Forbidden\n    retry_after: false\n",
+        "\n- name: slow\n  mode: enforce\n  match: {}\n  limit:\n    rate: 50/s\n    burst: 50\n    key: ip\n    scope: local\n  response:\n    status: 403\n    body: |\n      Forbidden\n    retry_after: false\n",
         "\n  max_bans: 100000\n  max_tracked_offenders: 200000\n  ipv6_escalate_after: 8\n",
         "\nautoban: []\n",
         "\nunder_attack:\n  auto: null # off: the profile is switched by hand only\n  rules: []\n",

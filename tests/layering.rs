@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Modules that must never import `config`.
 const BELOW_CONFIG: &[&str] = &[
-    "engine", "limiter", "iplist", "geo", "defense", "metrics", "conn", "tls",
+    "engine", "limiter", "iplist", "geo", "defense", "metrics", "conn", "tls", "cluster",
 ];
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -130,15 +130,14 @@ pub fn explain(
                 limiter: &limiter,
                 bans,
                 under_attack,
+                shared: None,
             },
             now,
         );
         // the walk on full buckets, to compare with the engine's
         let full = walk(policy, &facts, &Limiter::new(1024), live, now);
-        (
-            engine,
-            full.decision == engine.decision && full.preview == engine.preview,
-        )
+        let agrees = full.decision == engine.decision && full.preview == engine.preview;
+        (engine, agrees)
     };
 
     let via = if !client.peer_trusted {
@@ -591,6 +590,7 @@ under_attack:
             limiter: live.limiter,
             bans: Some(live.bans),
             under_attack: live.under_attack,
+            shared: None,
         };
         c.policy.judge(&facts, &l, live.now).decision
     }

@@ -137,6 +137,7 @@ impl Admin {
             // which process answers, during a binary upgrade
             "pid": std::process::id(),
             "started_unix": s.started_unix,
+            "cluster": s.cluster.as_ref().map(|c| c.status()),
             "uptime_s": wall.saturating_sub(s.started_unix),
             "listeners": listeners,
             "upstreams": upstreams,
@@ -304,6 +305,16 @@ impl Admin {
         if !add {
             let removed = d.bans.remove(net);
             tracing::warn!(target: "sekisho::audit", by = who, %net, removed, "ban lifted by hand");
+            // the fleet lifts it too, even where only another instance holds it
+            let fleet = self.state.cluster.as_ref().inspect(|c| {
+                c.publish(crate::cluster::Event::Unban(net.to_string()));
+            });
+            if fleet.is_some() && !removed {
+                return (
+                    StatusCode::OK,
+                    json!({ "result": "unbanned in the fleet (not banned here)", "net": net.to_string() }),
+                );
+            }
             let save_error = self.persist().await;
             return if removed {
                 (
@@ -373,6 +384,11 @@ impl Admin {
                 json!({ "error": format!("the ban set is full (bans.max_bans = {})", d.bans.max()) }),
             ),
             Added::Banned | Added::AlreadyBanned => {
+                if let Some(c) = &self.state.cluster {
+                    c.publish(crate::cluster::Event::Ban(store::BanRecord::of(
+                        &b, &clocks,
+                    )));
+                }
                 if added == Added::Banned {
                     self.state
                         .metrics
@@ -449,6 +465,12 @@ impl Admin {
         };
         let d = &self.state.defense;
         let changed = d.attack.set(setting, who, unix_now());
+        if let Some(c) = &self.state.cluster {
+            c.publish(crate::cluster::Event::Attack {
+                setting,
+                by: who.to_string(),
+            });
+        }
         tracing::warn!(target: "sekisho::audit", by = who, setting = setting.as_str(), on = d.attack.is_on(), "under-attack switch set by hand");
         if let Some(c) = &changed {
             announce_switch(&self.state, c);

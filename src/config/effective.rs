@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_saphyr::Commented;
 
 use super::{
-    access_log, admin, client_ip, connections, defense, geo, listen, lists, reload, rules,
+    access_log, admin, client_ip, cluster, connections, defense, geo, listen, lists, reload, rules,
     upstreams, Config,
 };
 use crate::metrics::line_writer::Target;
@@ -67,6 +67,7 @@ struct Effective {
     metrics: admin::EffectiveMetrics,
     reload: reload::EffectiveReload,
     connections: connections::EffectiveConnections,
+    cluster: Maybe<cluster::EffectiveCluster>,
     rules: Vec<rules::EffectiveRule>,
     bans: defense::EffectiveBans,
     autoban: Vec<defense::EffectiveAutoban>,
@@ -102,6 +103,10 @@ impl Config {
             metrics,
             reload: self.reload.effective(),
             connections: self.connections.effective(),
+            cluster: maybe(
+                self.cluster.as_ref().map(cluster::effective),
+                "off: every limit counts on this instance alone",
+            ),
             rules: rules::effective(self.policy.rules.get(..profile_from).unwrap_or(&[])),
             bans,
             autoban,

@@ -33,6 +33,7 @@ mod admin;
 mod bytes;
 mod cache;
 mod client_ip;
+mod cluster;
 mod codes;
 mod connections;
 mod defense;
@@ -65,6 +66,7 @@ pub use access_log::AccessLogSettings;
 pub use admin::{DecisionLogSettings, DEFAULT_ADMIN_PORT};
 pub use cache::{content_hash, FileStamp, ListCache};
 pub use client_ip::ClientIp;
+pub use cluster::ClusterSettings;
 pub use connections::ConnectionSettings;
 pub use error::{field_path_at, ConfigError, ConfigErrors, ConfigWarning};
 pub use geo::GeoSettings;
@@ -131,6 +133,8 @@ pub struct Config {
     pub metric_countries: Vec<Country>,
     /// `bans:`, `autoban:` and `under_attack.auto`.
     pub defense: DefenseSettings,
+    /// `cluster:` (restart to change); `None`: this instance shares nothing.
+    pub cluster: Option<ClusterSettings>,
     /// What is valid but almost never meant, in file order ([`ConfigWarning`]); the caller
     /// prints or logs them, once per load.
     pub warnings: Vec<ConfigWarning>,
@@ -172,6 +176,7 @@ pub struct RawConfig {
     pub metrics: Option<admin::RawMetrics>,
     pub reload: Option<reload::RawReload>,
     pub connections: Option<connections::RawConnections>,
+    pub cluster: Option<cluster::RawCluster>,
     #[serde(default)]
     pub rules: Vec<rules::RawRule>,
     pub bans: Option<defense::RawBans>,
@@ -247,6 +252,7 @@ fn parse_cached(
         list_files: Vec::new(),
         loaded_hashes: vec![(path.to_path_buf(), content_hash(text.as_bytes()))],
         cache,
+        has_cluster: false,
     };
     let mut config = v.config(raw, slots);
     if v.errors.is_empty() {
@@ -269,6 +275,8 @@ struct Validator<'c> {
     list_files: Vec<PathBuf>,
     loaded_hashes: Vec<(PathBuf, u64)>,
     cache: &'c mut ListCache,
+    /// Whether the file has a `cluster:` section (`scope: cluster` needs one).
+    has_cluster: bool,
 }
 
 impl Validator<'_> {
@@ -423,6 +431,9 @@ impl Validator<'_> {
         let decision_log = self.decision_log(&raw);
         let access_log = self.access_log(&raw);
         let metric_countries = self.metric_countries(&raw);
+        let cluster = self.cluster(&raw);
+        // a section with errors is still there: its rules are not also told it is missing
+        self.has_cluster = raw.cluster.is_some();
         let rule_set = self.rule_set(&raw, slots);
         let defense = self.defense(&raw);
         Config {
@@ -433,6 +444,7 @@ impl Validator<'_> {
             admin_listen,
             reload,
             connections,
+            cluster,
             path: self.file.clone(),
             listen: process.listen,
             tls: process.tls,

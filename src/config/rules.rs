@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{codes, ConfigError, RawConfig, RawMode, Validator, S};
 use crate::engine::{
-    HostMatch, KeyKind, LimitSpec, Matcher, Mode, Response, Rule, RuleKind, SlotRegistry,
+    HostMatch, KeyKind, LimitSpec, Matcher, Mode, Response, Rule, RuleKind, Scope, SlotRegistry,
 };
 
 /// Default `max_tracked_keys`: measured with `examples/limiter_memory.rs`, a key costs ~80 bytes
@@ -54,6 +54,8 @@ pub struct RawLimit {
     pub rate: S<String>,
     pub burst: Option<S<u32>>,
     pub key: Option<S<String>>,
+    pub scope: Option<S<String>>,
+    pub consistency: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -492,7 +494,62 @@ impl Validator<'_> {
                 },
             },
         };
-        Some(LimitSpec { quota, key })
+        let scope = self.scope(&l.value, &key, at)?;
+        Some(LimitSpec { quota, key, scope })
+    }
+
+    /// `limit.scope` and `limit.consistency` (every error of both reported).
+    fn scope(&mut self, l: &RawLimit, key: &KeyKind, at: &str) -> Option<Scope> {
+        let field = format!("{at}.limit.scope");
+        let scope = match &l.scope {
+            None => Some(Scope::Local),
+            Some(s) => match s.value.trim() {
+                "local" => Some(Scope::Local),
+                "cluster" if !self.has_cluster => {
+                    self.err(s, field, "scope: cluster needs a top-level cluster: section (the Redis or Valkey store the instances share)");
+                    None
+                }
+                "cluster" if !matches!(key, KeyKind::Ip | KeyKind::Country) => {
+                    self.err(s, field, "scope: cluster is for key: ip or key: country (other keys are hashed with a seed of each process, so instances would not agree on them)");
+                    None
+                }
+                "cluster" => Some(Scope::Cluster),
+                other => {
+                    self.err(
+                        s,
+                        field,
+                        format!("{other:?}: use local (the default) or cluster"),
+                    );
+                    None
+                }
+            },
+        };
+        let Some(c) = &l.consistency else {
+            return scope;
+        };
+        let field = format!("{at}.limit.consistency");
+        match c.value.trim() {
+            "approximate" => scope,
+            "exact" => match scope? {
+                Scope::Local => {
+                    self.err(
+                        c,
+                        field,
+                        "consistency: exact applies to scope: cluster only",
+                    );
+                    None
+                }
+                _ => Some(Scope::Exact),
+            },
+            other => {
+                self.err(
+                    c,
+                    field,
+                    format!("{other:?}: use approximate (the default) or exact"),
+                );
+                None
+            }
+        }
     }
 
     fn response(&mut self, r: &RawRule, at: &str, is_limit: bool) -> Response {
@@ -569,6 +626,9 @@ struct EffectiveLimit {
     rate: String,
     burst: u32,
     key: String,
+    scope: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consistency: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -606,6 +666,15 @@ fn effective_rule(r: &Rule) -> EffectiveRule {
                 KeyKind::Country => "country".into(),
                 KeyKind::Ja4 => "ja4".into(),
                 KeyKind::Header(h) => format!("header:{h}"),
+            },
+            scope: match l.scope {
+                Scope::Local => "local",
+                Scope::Cluster | Scope::Exact => "cluster",
+            },
+            consistency: match l.scope {
+                Scope::Local => None,
+                Scope::Cluster => Some("approximate"),
+                Scope::Exact => Some("exact"),
             },
         }),
     };

@@ -315,7 +315,7 @@ mod tests {
             [
                 "t.yaml:4:5: rules[0]: missing field `name`",
                 "t.yaml:6:9: rules[1].name: needs a value: it is empty",
-                "t.yaml:9:14: rules[2].limit.rat: unknown field `rat`, expected one of rate, burst, key",
+                "t.yaml:9:14: rules[2].limit.rat: unknown field `rat`, expected one of rate, burst, key, scope, consistency",
                 "t.yaml:10:17: decision_log: missing field `path`",
             ],
             "the empty name and the misspelt rate are not reported again as missing"

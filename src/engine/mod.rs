@@ -25,7 +25,7 @@ pub use crate::iplist::ip_key;
 use crate::iplist::IpSet;
 use crate::limiter::{BucketKey, Limiter, Nanos, Predecessor, Quota};
 pub use path::{decodes as path_decodes, normalize_path};
-pub use rule::{HostMatch, KeyKind, LimitSpec, Matcher, Mismatch, Response, Rule, RuleKind};
+pub use rule::{HostMatch, KeyKind, LimitSpec, Matcher, Mismatch, Response, Rule, RuleKind, Scope};
 
 /// `mode:` of a rule, a list, a ban or an autoban policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,6 +53,22 @@ pub trait Bans: Sync {
     /// The mode of the ban in force on `ip` at `now`, if any (`Enforce` wins over `Count`).
     /// The request path: no allocation, no I/O.
     fn check(&self, ip: IpAddr, now: Nanos) -> Option<Mode>;
+}
+
+/// Limits shared with other instances (`scope: cluster`). The engine sees only this: the
+/// fleet sync implements it. The request path: atomics and one hash
+/// lookup, no I/O.
+pub trait Shared: Sync {
+    /// The quota this instance enforces for a shared rule in `slot` now: the rule's own while
+    /// the store answers, a local share of it (about `1 / live instances`) while it does not.
+    fn quota(&self, slot: u32, spec: &LimitSpec) -> Quota;
+    /// Whether exact rules can ask the store now (if not, they are judged like approximate
+    /// ones, on the local share).
+    fn exact_up(&self) -> bool;
+    /// A token was taken from a shared bucket: the next sync tells the store.
+    fn taken(&self, key: BucketKey);
+    /// The token taken from `key` was given back (a later rule refused the request).
+    fn refunded(&self, key: BucketKey);
 }
 
 /// What is known of one request when it is judged.
@@ -183,16 +199,122 @@ pub struct Live<'a> {
     pub bans: Option<&'a dyn Bans>,
     /// Whether the under-attack profile is enforced.
     pub under_attack: bool,
+    /// Limits shared with a fleet; `None`: every rule counts locally.
+    pub shared: Option<&'a dyn Shared>,
 }
 
 /// A [`Decision`], and the profile rule that would have refused the request had the
 /// under-attack switch been on (only while it is off and the request passed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// What is done.
     pub decision: Decision,
     /// What the under-attack profile would have done.
     pub preview: Option<RuleRef>,
+    /// Exact cluster rules that admitted the request here and must still be asked of the store
+    /// (`None` for almost every request): [`Pending::resolve`] gives the final decision.
+    pub pending: Option<Box<Pending>>,
+}
+
+/// A bucket a token was taken from, to give back if a later rule refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Taken {
+    key: BucketKey,
+    quota: Quota,
+    shared: bool,
+}
+
+/// One exact rule's question to the store: may `key` take a token of `quota`?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExactCheck {
+    /// The rule.
+    pub rule: RuleRef,
+    /// Its bucket.
+    pub key: BucketKey,
+    /// Its quota.
+    pub quota: Quota,
+    /// Its mode.
+    pub mode: Mode,
+    /// Whether it is an under-attack profile rule judged in shadow (previewed).
+    pub shadow: bool,
+}
+
+/// A decision waiting on the store's answers for exact rules ([`Verdict::pending`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The questions, in rule order.
+    pub checks: SmallVec<[ExactCheck; 2]>,
+    /// The decision if the store admits every one.
+    decision: Decision,
+    preview: Option<RuleRef>,
+    taken: SmallVec<[Taken; 8]>,
+}
+
+impl Pending {
+    /// The final verdict from the store's answers (`answers[i]` for `checks[i]`: `Ok` admitted,
+    /// `Err(wait)` refused). A refusal by an enforced rule gives back every token taken, here
+    /// and (through `shared`) in the fleet's count; one by a count rule or a previewed one only
+    /// marks the decision.
+    pub fn resolve(
+        self,
+        answers: &[Result<(), Nanos>],
+        limiter: &Limiter,
+        shared: Option<&dyn Shared>,
+    ) -> Verdict {
+        let mut decision = self.decision;
+        let mut preview = self.preview;
+        for (check, answer) in self.checks.iter().zip(answers) {
+            let Err(wait) = answer else { continue };
+            match check.mode {
+                _ if check.shadow => {
+                    preview.get_or_insert(check.rule);
+                }
+                Mode::Enforce => {
+                    give_back(&self.taken, limiter, shared);
+                    return Verdict {
+                        decision: Decision::Limit {
+                            rule: check.rule,
+                            retry_after: retry_after_secs(*wait),
+                        },
+                        preview: None,
+                        pending: None,
+                    };
+                }
+                Mode::Count => {
+                    decision = match decision {
+                        Decision::Count { rule } if earlier(rule, check.rule) => decision,
+                        _ => Decision::Count { rule: check.rule },
+                    };
+                }
+            }
+        }
+        Verdict {
+            decision,
+            preview,
+            pending: None,
+        }
+    }
+}
+
+/// Whether `a` comes before `b` in judging order (lists and bans before rules).
+fn earlier(a: RuleRef, b: RuleRef) -> bool {
+    match (a, b) {
+        (RuleRef::Rule(x), RuleRef::Rule(y)) => x < y,
+        (RuleRef::Rule(_), _) => false,
+        _ => true,
+    }
+}
+
+/// Gives back the tokens of `taken`.
+fn give_back(taken: &[Taken], limiter: &Limiter, shared: Option<&dyn Shared>) {
+    for t in taken {
+        limiter.refund(t.key, &t.quota);
+        if t.shared {
+            if let Some(s) = shared {
+                s.refunded(t.key);
+            }
+        }
+    }
 }
 
 impl Policy {
@@ -203,6 +325,7 @@ impl Policy {
             limiter,
             bans: None,
             under_attack: false,
+            shared: None,
         };
         self.judge(facts, &live, now).decision
     }
@@ -213,6 +336,7 @@ impl Policy {
         let verdict = |decision| Verdict {
             decision,
             preview: None,
+            pending: None,
         };
         if self.allow.contains(facts.ip) {
             return verdict(Decision::AllowListed);
@@ -240,7 +364,8 @@ impl Policy {
         let limiter = live.limiter;
         let mut preview = None;
         // Buckets a token was taken from, to give back if a later rule refuses.
-        let mut taken: SmallVec<[(BucketKey, Quota); 8]> = SmallVec::new();
+        let mut taken: SmallVec<[Taken; 8]> = SmallVec::new();
+        let mut exact: SmallVec<[ExactCheck; 2]> = SmallVec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             let shadow = i >= self.profile_from && !live.under_attack;
             if shadow && preview.is_some() {
@@ -254,9 +379,30 @@ impl Policy {
                 RuleKind::Deny => Some(Decision::Deny { rule: this }),
                 RuleKind::Limit(spec) => {
                     let key = BucketKey::new(rule.slot, self.key_of(spec, facts, limiter));
-                    match limiter.acquire_after(key, &spec.quota, now, rule.predecessor.as_ref()) {
+                    let shared = live.shared.filter(|_| spec.scope != Scope::Local);
+                    let quota = shared.map_or(spec.quota, |s| s.quota(rule.slot, spec));
+                    match limiter.acquire_after(key, &quota, now, rule.predecessor.as_ref()) {
                         Ok(()) => {
-                            taken.push((key, spec.quota));
+                            let asks =
+                                shared.is_some_and(|s| spec.scope == Scope::Exact && s.exact_up());
+                            if let Some(s) = shared {
+                                if asks {
+                                    exact.push(ExactCheck {
+                                        rule: this,
+                                        key,
+                                        quota,
+                                        mode: rule.mode,
+                                        shadow,
+                                    });
+                                } else {
+                                    s.taken(key);
+                                }
+                            }
+                            taken.push(Taken {
+                                key,
+                                quota,
+                                shared: shared.is_some() && !asks,
+                            });
                             None
                         }
                         Err(wait) => Some(Decision::Limit {
@@ -270,9 +416,7 @@ impl Policy {
                 match rule.mode {
                     _ if shadow => preview = Some(this),
                     Mode::Enforce => {
-                        for (key, quota) in &taken {
-                            limiter.refund(*key, quota);
-                        }
+                        give_back(&taken, limiter, live.shared);
                         return verdict(refusal);
                     }
                     Mode::Count => {
@@ -281,12 +425,22 @@ impl Policy {
                 }
             }
         }
+        let decision = match counted {
+            Some(rule) => Decision::Count { rule },
+            None => Decision::Allow,
+        };
+        let pending = (!exact.is_empty()).then(|| {
+            Box::new(Pending {
+                checks: exact,
+                decision,
+                preview,
+                taken,
+            })
+        });
         Verdict {
-            decision: match counted {
-                Some(rule) => Decision::Count { rule },
-                None => Decision::Allow,
-            },
+            decision,
             preview,
+            pending,
         }
     }
 

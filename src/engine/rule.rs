@@ -46,6 +46,33 @@ pub struct LimitSpec {
     pub quota: Quota,
     /// `key:`.
     pub key: KeyKind,
+    /// `scope:` and `consistency:`.
+    pub scope: Scope,
+}
+
+/// Whose requests a limit's bucket counts (`limit.scope`, `limit.consistency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Scope {
+    /// This instance's only (the default).
+    #[default]
+    Local,
+    /// The fleet's, approximately: admitted here against this instance's view of the fleet's
+    /// bucket, which the cluster sync refreshes every `cluster.sync_interval`.
+    Cluster,
+    /// The fleet's, exactly: each request that passes here is checked against the store's
+    /// bucket in one bounded round trip (`cluster.timeout`).
+    Exact,
+}
+
+impl Scope {
+    /// `local`, `cluster` or `exact`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Local => "local",
+            Scope::Cluster => "cluster",
+            Scope::Exact => "exact",
+        }
+    }
 }
 
 /// What a bucket is keyed by.

@@ -303,10 +303,12 @@ fn slots_survive_identical_rules_and_changed_quotas_inherit() {
     let a = LimitSpec {
         quota: q(10),
         key: KeyKind::Ip,
+        scope: Scope::Local,
     };
     let b = LimitSpec {
         quota: q(20),
         key: KeyKind::Ip,
+        scope: Scope::Local,
     };
     let (s1, p1) = reg.assign("r", &a);
     assert_eq!(p1, None);
@@ -332,6 +334,7 @@ fn slots_survive_identical_rules_and_changed_quotas_inherit() {
     let c = LimitSpec {
         quota: q(20),
         key: KeyKind::IpPath,
+        scope: Scope::Local,
     };
     assert_eq!(reg.assign("r", &c).1, None);
     assert_eq!(reg.assign("other", &b).1, None);
@@ -418,6 +421,7 @@ fn bans_come_after_the_allow_list_and_before_everything_else() {
         limiter: &l,
         bans: Some(&bans),
         under_attack: false,
+        shared: None,
     };
     let judge = |ip: &str, now: u64| p.judge(&req(ip, "GET", "/"), &live, now).decision;
     let banned = Decision::Deny { rule: RuleRef::Ban };
@@ -455,6 +459,7 @@ fn the_profile_is_previewed_while_off_and_enforced_while_on() {
             limiter: &l,
             bans: None,
             under_attack: on,
+            shared: None,
         };
         p.judge(&req("192.0.2.1", "GET", path), &live, 0)
     };
@@ -465,7 +470,8 @@ fn the_profile_is_previewed_while_off_and_enforced_while_on() {
         judge("/search", false),
         Verdict {
             decision: Decision::Allow,
-            preview: Some(search)
+            preview: Some(search),
+            pending: None,
         }
     );
     // the profile's buckets are kept warm while off: the tight limit admits its burst of 2,
@@ -480,7 +486,8 @@ fn the_profile_is_previewed_while_off_and_enforced_while_on() {
             decision: Decision::Deny {
                 rule: RuleRef::Rule(0)
             },
-            preview: None
+            preview: None,
+            pending: None,
         }
     );
     // on: enforced, from the next request

@@ -37,6 +37,16 @@ pub struct BucketKey {
 }
 
 impl BucketKey {
+    /// The limiter slot.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+
+    /// The key within the slot.
+    pub fn key(&self) -> u128 {
+        (u128::from(self.hi) << 64) | u128::from(self.lo)
+    }
+
     /// The bucket of `key` under limiter slot `slot`.
     pub fn new(slot: u32, key: u128) -> Self {
         Self {
@@ -219,6 +229,40 @@ impl Limiter {
             },
             tracked: true,
         }
+    }
+
+    /// Raises the TAT of `key` to at least `tat`: another instance's admissions, from the
+    /// cluster store. A bucket never gains tokens from this; an untracked key is inserted only
+    /// when `tat` is in the future (a full bucket is the same as none). Background task only.
+    pub fn raise(&self, key: BucketKey, tat: Nanos, now: Nanos) {
+        let (hash, shard) = self.locate(&key);
+        {
+            let table = shard.read();
+            if let Some((_, t)) = table.find(hash, |(k, _)| *k == key) {
+                t.fetch_max(tat, Ordering::AcqRel);
+                return;
+            }
+        }
+        if tat <= now {
+            return;
+        }
+        let mut table = shard.write();
+        if let Some((_, t)) = table.find(hash, |(k, _)| *k == key) {
+            t.fetch_max(tat, Ordering::AcqRel);
+            return;
+        }
+        if table.len() >= self.shard_cap {
+            let evicted = evict(&mut table, now, self.shard_cap);
+            self.evictions.fetch_add(evicted as u64, Ordering::Relaxed);
+        }
+        table.insert_unique(hash, (key, AtomicU64::new(tat)), |(k, _)| {
+            self.hasher.hash_one(k)
+        });
+    }
+
+    /// The TAT of `key`, if tracked (the cluster sync sends it to the store).
+    pub fn tat(&self, key: BucketKey) -> Option<Nanos> {
+        self.tat_of(key)
     }
 
     /// The TAT of a bucket, if tracked.

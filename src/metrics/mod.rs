@@ -41,6 +41,10 @@ pub const BAD_CHUNK: &str = "bad_chunk";
 /// Every metric sekisho exports.
 pub struct Metrics {
     registry: Registry,
+    /// The `sekisho_cluster_*` series, exported only when `cluster:` is configured.
+    cluster: Registry,
+    /// Whether to export [`Metrics::cluster`].
+    pub cluster_enabled: std::sync::atomic::AtomicBool,
     /// `sekisho_requests_total{decision, rule, mode}`.
     pub requests: IntCounterVec,
     /// `sekisho_local_responses_total{status}`: requests answered by sekisho itself.
@@ -133,6 +137,17 @@ pub struct Metrics {
     pub under_attack_switches: IntCounterVec,
     /// `sekisho_under_attack_would_refuse_total{rule}`: profile refusals previewed while off.
     pub would_refuse: IntCounterVec,
+    /// `sekisho_cluster_up`: 1 while the cluster store answers (absent without `cluster:`).
+    pub cluster_up: IntGauge,
+    /// `sekisho_cluster_instances`: live instances of this fleet, as last read from the store.
+    pub cluster_instances: IntGauge,
+    /// `sekisho_cluster_commands_total`: commands sent to the store.
+    pub cluster_commands: IntCounter,
+    /// `sekisho_cluster_errors_total{op}`: store round trips that failed or timed out.
+    pub cluster_errors: IntCounterVec,
+    /// `sekisho_cluster_exact_total{result}`: exact rules' checks (`admitted`, `refused`,
+    /// `fallback`: the store did not answer within `cluster.timeout`).
+    pub cluster_exact: IntCounterVec,
 }
 
 /// The series a snapshot increments, resolved once from its policy.
@@ -395,7 +410,38 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let cluster = Registry::new();
+        let cluster_errors = counter_vec(
+            &cluster,
+            "sekisho_cluster_errors_total",
+            "Round trips to the cluster store that failed or passed cluster.timeout, by operation (sync, exact, connect).",
+            &["op"],
+        );
+        let cluster_exact = counter_vec(
+            &cluster,
+            "sekisho_cluster_exact_total",
+            "Checks of consistency: exact rules against the store, by result (admitted, refused, fallback: no answer within cluster.timeout, judged on the local share).",
+            &["result"],
+        );
         Self {
+            cluster_up: gauge(
+                &cluster,
+                "sekisho_cluster_up",
+                "1 while the cluster store answers; 0 while approximate and exact rules fall back to a local share of their limits.",
+            ),
+            cluster_instances: gauge(
+                &cluster,
+                "sekisho_cluster_instances",
+                "Live instances of this fleet (cluster.name), as last read from the store.",
+            ),
+            cluster_commands: counter(
+                &cluster,
+                "sekisho_cluster_commands_total",
+                "Commands sent to the cluster store (a pipelined batch counts each of its commands).",
+            ),
+            cluster_errors,
+            cluster_exact,
+            cluster,
             requests,
             local_responses,
             upstream_classes,
@@ -499,6 +545,7 @@ impl Metrics {
             under_attack_switches,
             would_refuse,
             registry: r,
+            cluster_enabled: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -615,7 +662,15 @@ impl Metrics {
     /// The text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+        let mut families = self.registry.gather();
+        if self
+            .cluster_enabled
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            families.extend(self.cluster.gather());
+            families.sort_by(|a, b| a.name().cmp(b.name()));
+        }
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::error!("cannot encode metrics: {e}");
         }
         out

@@ -163,6 +163,8 @@ pub struct State {
     pub connections: Arc<crate::conn::Table>,
     /// Requests being served: a graceful stop waits for none to be left.
     pub in_flight: InFlight,
+    /// Limits, bans and the switch shared with the fleet (`cluster:`), when configured.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// How many requests are between their head being read (on a new connection: its accept) and
@@ -232,7 +234,13 @@ impl State {
             },
         );
         metrics.under_attack.set(i64::from(defense.attack.is_on()));
+        let cluster = config.cluster.clone().map(|c| {
+            let cluster = crate::cluster::Cluster::new(c);
+            cluster.set_policy(&config.policy);
+            Arc::new(cluster)
+        });
         Self {
+            cluster,
             defense,
             snapshot: ArcSwap::from_pointee(Snapshot::new(config, 1, &metrics)),
             limiter,
@@ -466,7 +474,7 @@ impl HttpServerApp for Sekisho {
             request_id: http::HeaderValue::from_static("-"),
             upstream_nanos: None,
         };
-        let done = match self.judge(&session, &mut ctx) {
+        let done = match self.judge(&session, &mut ctx).await {
             Some((rule, retry_after)) => self.refuse(&mut session, &ctx, rule, retry_after).await,
             None if session.req_header().method == http::Method::CONNECT => {
                 // sekisho fronts an origin; it is not a forward proxy
@@ -528,9 +536,45 @@ impl Place {
 }
 
 impl Sekisho {
+    /// The final verdict of a request some exact cluster rule admitted here: the store is asked
+    /// (one round trip within `cluster.timeout`). Without an answer in time the request is
+    /// admitted on this instance's view, as an approximate rule's would be, and its tokens are
+    /// counted in the next sync.
+    async fn exact(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        pending: crate::engine::Pending,
+        now: crate::limiter::Nanos,
+    ) -> crate::engine::Verdict {
+        let limiter = &self.state.limiter;
+        let metrics = &self.state.metrics;
+        let answers = match cluster.check_exact(&pending.checks, limiter, now).await {
+            Some(a) => {
+                for r in &a {
+                    let result = if r.is_ok() { "admitted" } else { "refused" };
+                    metrics.cluster_exact.with_label_values(&[result]).inc();
+                }
+                a
+            }
+            None => {
+                metrics.cluster_errors.with_label_values(&["exact"]).inc();
+                for c in &pending.checks {
+                    metrics.cluster_exact.with_label_values(&["fallback"]).inc();
+                    crate::engine::Shared::taken(cluster, c.key);
+                }
+                vec![Ok(()); pending.checks.len()]
+            }
+        };
+        pending.resolve(&answers, limiter, Some(cluster))
+    }
+
     /// Builds the request's facts, asks the policy, and counts what it decided. The refusal to
     /// write, if any: the rule and the `Retry-After` seconds of a limit.
-    fn judge(&self, session: &ServerSession, ctx: &mut Ctx) -> Option<(RuleRef, Option<u32>)> {
+    async fn judge(
+        &self,
+        session: &ServerSession,
+        ctx: &mut Ctx,
+    ) -> Option<(RuleRef, Option<u32>)> {
         let snap = &ctx.snapshot;
         let policy = &snap.config.policy;
         let req = session.req_header();
@@ -559,12 +603,17 @@ impl Sekisho {
         let now = self.state.clock.now();
         ctx.now = now;
         let defense = &self.state.defense;
+        let cluster = self.state.cluster.as_deref();
         let live = Live {
             limiter: &self.state.limiter,
             bans: Some(&defense.bans),
             under_attack: defense.attack.is_on(),
+            shared: cluster.map(|c| c as &dyn crate::engine::Shared),
         };
-        let verdict = policy.judge(&facts, &live, now);
+        let mut verdict = policy.judge(&facts, &live, now);
+        if let (Some(pending), Some(c)) = (verdict.pending.take(), cluster) {
+            verdict = self.exact(c, *pending, now).await;
+        }
         let decision = verdict.decision;
         ctx.decided = Some((decision, ip, country));
         if let Some(RuleRef::Rule(i)) = verdict.preview {
@@ -715,6 +764,15 @@ impl Sekisho {
             let path = session.req_header().uri.path().as_bytes();
             let now = self.state.clock.now();
             for ban in self.state.defense.observe(p, ip, v6, path, now, unix_now()) {
+                if let Some(c) = &self.state.cluster {
+                    let clocks = crate::defense::store::Clocks {
+                        mono: now,
+                        unix: unix_now(),
+                    };
+                    c.publish(crate::cluster::Event::Ban(
+                        crate::defense::store::BanRecord::of(&ban, &clocks),
+                    ));
+                }
                 let mode = ban.mode.as_str();
                 self.state
                     .metrics

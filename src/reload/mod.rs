@@ -104,6 +104,9 @@ pub fn reload(state: &State, full: bool, cause: &str) -> Result<ReloadDone, Conf
     }
     let generation = old.generation + 1;
     state.slots.commit(&new.policy);
+    if let Some(c) = &state.cluster {
+        c.set_policy(&new.policy);
+    }
     let v6_prefix = new.client_ip.ipv6_prefix;
     let auto = new.defense.auto.is_some();
     state
@@ -171,6 +174,9 @@ fn warn_restart_only(o: &config::Config, n: &config::Config) {
     }
     if n.connections.max_requests_per_connection != o.connections.max_requests_per_connection {
         changed.push("connections.max_requests_per_connection");
+    }
+    if n.cluster != o.cluster {
+        changed.push("cluster");
     }
     let (nd, od) = (&n.defense, &o.defense);
     if nd.state_file != od.state_file
@@ -432,5 +438,28 @@ impl BackgroundService for Housekeeping {
                 }
             }
         }
+    }
+}
+
+/// What the fleet sync reads and changes of the process.
+impl crate::cluster::sync::Host for State {
+    fn limiter(&self) -> &crate::limiter::Limiter {
+        &self.limiter
+    }
+
+    fn defense(&self) -> &crate::defense::Defense {
+        &self.defense
+    }
+
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    fn now(&self) -> crate::limiter::Nanos {
+        crate::limiter::Clock::now(&self.clock)
+    }
+
+    fn announce_switch(&self, switched: &Switched) {
+        announce_switch(self, switched);
     }
 }

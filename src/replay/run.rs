@@ -439,6 +439,7 @@ impl Judge {
             limiter: &self.limiter,
             bans: Some(&self.defense.bans),
             under_attack: self.under_attack,
+            shared: None,
         };
         let policy = &self.config.policy;
         let (client, country, decision) =

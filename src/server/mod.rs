@@ -157,6 +157,12 @@ pub fn build(
         "housekeeping",
         Housekeeping::new(state.clone(), reload_rx),
     ));
+    if let Some(cluster) = state.cluster.clone() {
+        server.add_service(background_service(
+            "cluster",
+            crate::cluster::sync::Service::new(state.clone(), cluster),
+        ));
+    }
     let signals = Signals {
         early,
         stop,

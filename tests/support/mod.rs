@@ -670,3 +670,97 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
             (got == want).then(|| v.parse().ok()).flatten()
         })
 }
+
+/// A `redis-server` of its own on a free loopback port, without persistence, killed on drop.
+pub struct Store {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Store {
+    /// Starts one and waits until it answers `PING`.
+    pub fn start() -> Self {
+        for _attempt in 0..5 {
+            let mut s = Self {
+                child: None,
+                port: free_port("127.0.0.1"),
+                dir: tempfile::tempdir().expect("tempdir"),
+            };
+            if s.launch() {
+                return s;
+            }
+        }
+        panic!("redis-server did not start (is it installed? scripts/setup.sh installs it)");
+    }
+
+    fn launch(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn redis-server (scripts/setup.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.as_mut().map_or(Ok(None), |c| c.try_wait()) {
+                return false;
+            }
+            if self.command(&["PING"]).is_some_and(|r| r.contains("PONG")) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// The URL for `cluster.redis`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills it (SIGKILL: nothing is saved, as in a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again, empty, on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        for _ in 0..50 {
+            if self.launch() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not start again on port {}", self.port);
+    }
+
+    /// One command in RESP, its raw reply (`None`: no answer).
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).ok()?;
+        let mut buf = vec![0u8; 1 << 16];
+        let n = s.read(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
