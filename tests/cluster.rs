@@ -180,7 +180,7 @@ fn cluster_limits_hold_across_three_instances_over_a_minute() {
 fn bans_and_the_switch_reach_every_instance_and_survive_restarts() {
     let store = Store::start();
     let origin = Origin::start();
-    let autoban = "autoban:\n  - name: probers\n    more_than: 5\n    window: 1m\n    ban: 1h\n";
+    let autoban = "autoban:\n  - name: probers\n    more_than: 5\n    window: 1m\n    ban: 1h\nunder_attack:\n  rules:\n    - name: search-closed\n      match: { path_prefix: /search }\n      action: deny\n";
     let mut proxies = fleet(&store, &origin, "500ms", autoban);
     // a prober on instance 0 only
     let mut c = Conn::open(Some("127.0.0.6"), proxies[0].addr()).expect("connect");
@@ -215,6 +215,12 @@ fn bans_and_the_switch_reach_every_instance_and_survive_restarts() {
     eprintln!("the unban reached every instance in {took:?}");
 
     // the switch, set on instance 2, changes decisions on all three
+    for p in &proxies {
+        let r = Conn::open(Some("127.0.0.12"), p.addr())
+            .and_then(|mut c| c.get("/search?q=x"))
+            .expect("request");
+        assert_eq!(r.status, 200, "the profile is off at first");
+    }
     let v = admin_json(&proxies[2], "POST", "/admin/under-attack?switch=on");
     assert_eq!(v["on"], true);
     let took = wait_for("the switch on everywhere", || {
@@ -223,6 +229,12 @@ fn bans_and_the_switch_reach_every_instance_and_survive_restarts() {
             .all(|p| admin_json(p, "GET", "/admin/under-attack")["on"] == true)
     });
     eprintln!("the switch reached every instance in {took:?}");
+    for p in &proxies {
+        let r = Conn::open(Some("127.0.0.12"), p.addr())
+            .and_then(|mut c| c.get("/search?q=x"))
+            .expect("request");
+        assert_eq!(r.status, 403, "the profile is enforced on every instance");
+    }
 
     // every instance restarted (no state file): the ban is still everywhere, from the store
     for p in proxies.iter_mut() {
