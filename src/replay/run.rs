@@ -110,6 +110,8 @@ pub struct Request {
     /// method, target, host, user agent, forwarded-for and JA4, one after another.
     text: Box<str>,
     ends: [u32; 6],
+    /// Where the path ends in `text` (at the target's first `?`, or its end).
+    path_end: u32,
 }
 
 impl Request {
@@ -143,8 +145,8 @@ impl Request {
     }
     /// The path, without the query.
     pub fn path(&self) -> &str {
-        let t = self.target();
-        t.split_once('?').map_or(t, |(p, _)| p)
+        let start = self.ends[0] as usize;
+        self.text.get(start..self.path_end as usize).unwrap_or("")
     }
 
     /// An owned request from a parsed entry; `None` when the entry names no client address.
@@ -166,6 +168,8 @@ impl Request {
             text.push_str(p);
             ends[i] = u32::try_from(text.len()).ok()?;
         }
+        let path = memchr::memchr(b'?', e.target.as_bytes()).unwrap_or(e.target.len());
+        let path_end = ends[0] + u32::try_from(path).ok()?;
         Some(Self {
             time: e.time,
             file,
@@ -175,6 +179,7 @@ impl Request {
             country: e.country.map(Country),
             text: text.into_boxed_str(),
             ends,
+            path_end,
         })
     }
 }
