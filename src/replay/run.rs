@@ -19,7 +19,7 @@
 //! request the candidate refuses counts with the status the candidate would send), and the
 //! background sweeps every 10 s of log time.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -110,6 +110,8 @@ pub struct Request {
     /// method, target, host, user agent, forwarded-for and JA4, one after another.
     text: Box<str>,
     ends: [u32; 6],
+    /// Where the path ends in `text` (at the target's first `?`, or its end).
+    path_end: u32,
 }
 
 impl Request {
@@ -143,8 +145,8 @@ impl Request {
     }
     /// The path, without the query.
     pub fn path(&self) -> &str {
-        let t = self.target();
-        t.split_once('?').map_or(t, |(p, _)| p)
+        let start = self.ends[0] as usize;
+        self.text.get(start..self.path_end as usize).unwrap_or("")
     }
 
     /// An owned request from a parsed entry; `None` when the entry names no client address.
@@ -166,6 +168,8 @@ impl Request {
             text.push_str(p);
             ends[i] = u32::try_from(text.len()).ok()?;
         }
+        let path = memchr::memchr(b'?', e.target.as_bytes()).unwrap_or(e.target.len());
+        let path_end = ends[0] + u32::try_from(path).ok()?;
         Some(Self {
             time: e.time,
             file,
@@ -175,6 +179,7 @@ impl Request {
             country: e.country.map(Country),
             text: text.into_boxed_str(),
             ends,
+            path_end,
         })
     }
 }
@@ -381,6 +386,40 @@ pub struct Outcome {
     pub decision: Decision,
 }
 
+/// The database's country of the clients seen lately, so that a client's requests look it
+/// up once: the answer depends on the client address alone when the config has no country
+/// header (the database does not change during a run).
+#[derive(Default)]
+pub struct CountryMemo(HashMap<IpAddr, Country, foldhash::fast::RandomState>);
+
+/// Clients a [`CountryMemo`] holds; when full it starts afresh.
+const COUNTRY_MEMO: usize = 65_536;
+
+impl CountryMemo {
+    /// [`crate::proxy::country_of`], remembered by client where it depends on nothing else.
+    pub fn country_of(
+        &mut self,
+        cfg: &Config,
+        peer: IpAddr,
+        client: IpAddr,
+        headers: &HeaderMap,
+    ) -> Country {
+        let look_up = || crate::proxy::country_of(&cfg.geo, &cfg.client_ip, peer, client, headers);
+        if cfg.geo.header.is_some() || cfg.geo.database.is_none() {
+            return look_up();
+        }
+        if let Some(c) = self.0.get(&client) {
+            return *c;
+        }
+        let c = look_up();
+        if self.0.len() >= COUNTRY_MEMO {
+            self.0.clear();
+        }
+        self.0.insert(client, c);
+        c
+    }
+}
+
 /// One config's engine and state, judging requests in time order.
 pub struct Judge {
     /// The config.
@@ -392,6 +431,7 @@ pub struct Judge {
     /// header).
     wants_headers: bool,
     next_sweep: i64,
+    countries: CountryMemo,
     /// The bans added, with when (Unix nanoseconds).
     pub bans: Vec<(i64, crate::defense::bans::Ban)>,
 }
@@ -413,6 +453,7 @@ impl Judge {
             under_attack,
             wants_headers,
             next_sweep: i64::MIN,
+            countries: CountryMemo::default(),
             bans: Vec::new(),
             config,
         }
@@ -442,10 +483,13 @@ impl Judge {
             shared: None,
         };
         let policy = &self.config.policy;
-        let (client, country, decision) =
-            with_facts(&self.config, self.wants_headers, r, |f, _| {
-                (f.ip, f.country, policy.judge(f, &live, now).decision)
-            });
+        let (client, country, decision) = with_facts(
+            &self.config,
+            self.wants_headers,
+            r,
+            Some(&mut self.countries),
+            |f, _| (f.ip, f.country, policy.judge(f, &live, now).decision),
+        );
         self.observe(r, client, decision, now);
         Outcome {
             client,
@@ -496,11 +540,12 @@ pub fn wants_headers(config: &Config) -> bool {
 
 /// Calls `f` with the facts of `r` under `cfg`, built as the proxy builds them: the client
 /// resolved from the logged peer and forwarding header, the country from the log or the
-/// config, the path normalised; and the socket peer.
+/// config (through `countries` when given), the path normalised; and the socket peer.
 pub fn with_facts<T>(
     cfg: &Config,
     wants_headers: bool,
     r: &Request,
+    countries: Option<&mut CountryMemo>,
     f: impl FnOnce(&Facts<'_>, IpAddr) -> T,
 ) -> T {
     let mut headers = HeaderMap::new();
@@ -521,8 +566,11 @@ pub fn with_facts<T>(
         }
     }
     let client = crate::proxy::resolve(r.peer, &headers, &cfg.client_ip);
-    let country = r.country.unwrap_or_else(|| {
-        crate::proxy::country_of(&cfg.geo, &cfg.client_ip, client.peer, client.ip, &headers)
+    let country = r.country.unwrap_or_else(|| match countries {
+        Some(memo) => memo.country_of(cfg, client.peer, client.ip, &headers),
+        None => {
+            crate::proxy::country_of(&cfg.geo, &cfg.client_ip, client.peer, client.ip, &headers)
+        }
     });
     let path = normalize_path(r.path());
     let facts = Facts {

@@ -236,7 +236,7 @@ pub fn suggest(
         {
             let bad = (400..500).contains(&r.status);
             let mut covered = false;
-            run::with_facts(cfg, wants, &r, |facts, _| {
+            run::with_facts(cfg, wants, &r, None, |facts, _| {
                 for (g, &ri) in limits.iter().enumerate() {
                     let rule = &policy.rules[ri];
                     if !rule.matcher.matches(facts) {

@@ -84,8 +84,8 @@ fn next_quoted(rest: &str) -> Option<(&str, &str)> {
     quoted(rest.trim_start_matches(' ').strip_prefix('"')?)
 }
 
-/// One line of the combined (or common) log format.
-pub fn parse(line: &str) -> Result<Option<Entry<'_>>, ParseError> {
+/// One line of the combined (or common) log format; `memo` holds the last timestamp read.
+pub fn parse<'a>(line: &'a str, memo: &mut time::ClfMemo) -> Result<Option<Entry<'a>>, ParseError> {
     if line.trim().is_empty() {
         return Ok(None);
     }
@@ -98,7 +98,7 @@ pub fn parse(line: &str) -> Result<Option<Entry<'_>>, ParseError> {
     let rest = &rest[open + 1..];
     let close =
         memchr::memchr(b']', rest.as_bytes()).ok_or_else(|| err("no end to the [time] field"))?;
-    let when = time::clf(&rest[..close]).ok_or_else(|| {
+    let when = memo.clf(&rest[..close]).ok_or_else(|| {
         ParseError(format!(
             "time {:?} is not like 10/Oct/2000:13:55:36 -0700",
             &rest[..close]
@@ -213,6 +213,10 @@ pub fn request_line(r: Cow<'_, str>) -> Result<RequestLine<'_>, ParseError> {
 
 /// An absolute-form target (`http://host/path?q`) cut to its path and query.
 pub fn origin_form(t: Cow<'_, str>) -> Cow<'_, str> {
+    // most targets have no `:` at all: one memchr instead of a substring search
+    if memchr::memchr(b':', t.as_bytes()).is_none() {
+        return t;
+    }
     let Some(after) = t.find("://").map(|i| i + 3) else {
         return t;
     };

@@ -111,11 +111,13 @@ pub struct Entry<'a> {
 #[error("{0}")]
 pub struct ParseError(pub String);
 
-/// Reads lines of one format. CloudFront's keeps the `#Fields` header it last saw.
+/// Reads lines of one format. CloudFront's keeps the `#Fields` header it last saw; the
+/// combined format's, the last timestamp (see [`time::ClfMemo`]).
 #[derive(Debug, Clone)]
 pub struct Parser {
     format: Format,
     columns: aws::Columns,
+    clf_time: time::ClfMemo,
 }
 
 impl Parser {
@@ -124,6 +126,7 @@ impl Parser {
         Self {
             format,
             columns: aws::Columns::default(),
+            clf_time: time::ClfMemo::default(),
         }
     }
 
@@ -136,7 +139,7 @@ impl Parser {
     /// holds none by design, or why it cannot be read.
     pub fn parse<'a>(&mut self, line: &'a str) -> Result<Option<Entry<'a>>, ParseError> {
         match self.format {
-            Format::Nginx | Format::Apache => clf::parse(line),
+            Format::Nginx | Format::Apache => clf::parse(line, &mut self.clf_time),
             Format::Alb => aws::alb(line),
             Format::CloudFront => aws::cloudfront(line, &mut self.columns),
             Format::AwsWaf => json::waf(line),
