@@ -213,8 +213,9 @@ pub fn request_line(r: Cow<'_, str>) -> Result<RequestLine<'_>, ParseError> {
 
 /// An absolute-form target (`http://host/path?q`) cut to its path and query.
 pub fn origin_form(t: Cow<'_, str>) -> Cow<'_, str> {
+    // an origin-form target is kept whole, whatever its query holds (`/r?u=http://x/y`);
     // most targets have no `:` at all: one memchr instead of a substring search
-    if memchr::memchr(b':', t.as_bytes()).is_none() {
+    if t.starts_with('/') || memchr::memchr(b':', t.as_bytes()).is_none() {
         return t;
     }
     let Some(after) = t.find("://").map(|i| i + 3) else {
@@ -252,6 +253,17 @@ pub fn looks_apache(line: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_origin_form_target_with_a_url_in_its_query_is_kept_whole() {
+        assert_eq!(
+            origin_form(Cow::Borrowed("/r?u=http://x/y")),
+            "/r?u=http://x/y"
+        );
+        assert_eq!(origin_form(Cow::Borrowed("http://example.com/a?b")), "/a?b");
+        assert_eq!(origin_form(Cow::Borrowed("https://example.com")), "/");
+        assert_eq!(origin_form(Cow::Borrowed("https://example.com?q")), "/?q");
+    }
+
     use super::*;
 
     #[test]
