@@ -8,22 +8,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{metric_value, Conn, Origin, Proxy, Response, Store};
+use support::{admin, admin_json, metric_value, Conn, Origin, Proxy, Store};
 
 /// The sync interval of the tests' instances.
 const SYNC_MS: u64 = 100;
-
-fn admin(proxy: &Proxy, method: &str, path: &str) -> Response {
-    Conn::open(None, proxy.admin_addr())
-        .and_then(|mut c| c.request(method, path, &[], b""))
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-fn admin_json(proxy: &Proxy, method: &str, path: &str) -> serde_json::Value {
-    let r = admin(proxy, method, path);
-    serde_json::from_slice(&r.body)
-        .unwrap_or_else(|e| panic!("{method} {path}: {} is not JSON: {e}", r.text()))
-}
 
 fn metrics(proxy: &Proxy) -> String {
     admin(proxy, "GET", "/metrics").text()

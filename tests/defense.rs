@@ -8,21 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{get_from, Conn, Origin, Proxy, Response};
+use support::{admin, admin_json, get_from, Conn, Origin, Proxy};
 
 const PROBERS: &str = "autoban:\n  - name: probers\n    more_than: 20\n    distinct_paths: 10\n    window: 1m\n    ban: 10m\n";
-
-fn admin(proxy: &Proxy, method: &str, path: &str) -> Response {
-    Conn::open(None, proxy.admin_addr())
-        .and_then(|mut c| c.request(method, path, &[], b""))
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-fn admin_json(proxy: &Proxy, method: &str, path: &str) -> serde_json::Value {
-    let r = admin(proxy, method, path);
-    serde_json::from_slice(&r.body)
-        .unwrap_or_else(|e| panic!("{method} {path}: {} is not JSON: {e}", r.text()))
-}
 
 /// The networks of the live bans.
 fn banned(proxy: &Proxy) -> Vec<String> {

@@ -83,35 +83,37 @@ pub fn publish(pipe: &mut redis::Pipeline, prefix: &str, event: &Event) -> u64 {
         Event::Unban(net) => {
             pipe.cmd("HDEL").arg(&bans).arg(net);
             pipe.cmd("ZREM").arg(&ends).arg(net);
-            pipe.cmd("XADD")
-                .arg(&stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(EVENTS_MAXLEN)
-                .arg("*")
-                .arg("type")
-                .arg("unban")
-                .arg("net")
-                .arg(net);
+            announce(pipe, &stream, &[("type", "unban"), ("net", net)]);
             3
         }
         Event::Attack { setting, by } => {
             let json = serde_json::json!({ "setting": setting.as_str(), "by": by }).to_string();
             pipe.cmd("SET").arg(format!("{prefix}attack")).arg(&json);
-            pipe.cmd("XADD")
-                .arg(&stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(EVENTS_MAXLEN)
-                .arg("*")
-                .arg("type")
-                .arg("attack")
-                .arg("setting")
-                .arg(setting.as_str())
-                .arg("by")
-                .arg(by);
+            announce(
+                pipe,
+                &stream,
+                &[
+                    ("type", "attack"),
+                    ("setting", setting.as_str()),
+                    ("by", by),
+                ],
+            );
             2
         }
+    }
+}
+
+/// Appends one entry of `fields` to the `events` stream (capped).
+fn announce(pipe: &mut redis::Pipeline, stream: &str, fields: &[(&str, &str)]) {
+    let cmd = pipe
+        .cmd("XADD")
+        .arg(stream)
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(EVENTS_MAXLEN)
+        .arg("*");
+    for (k, v) in fields {
+        cmd.arg(*k).arg(*v);
     }
 }
 

@@ -764,3 +764,17 @@ impl Drop for Store {
         self.kill();
     }
 }
+
+/// One request to `proxy`'s admin listener.
+pub fn admin(proxy: &Proxy, method: &str, path: &str) -> Response {
+    Conn::open(None, proxy.admin_addr())
+        .and_then(|mut c| c.request(method, path, &[], b""))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// One request to `proxy`'s admin listener, its JSON answer.
+pub fn admin_json(proxy: &Proxy, method: &str, path: &str) -> serde_json::Value {
+    let r = admin(proxy, method, path);
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {} is not JSON: {e}", r.text()))
+}
